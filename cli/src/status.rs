@@ -1,0 +1,142 @@
+//! `stackdrop status`: what the state store says of a stack (or of every stack).
+
+use crate::Fatal;
+use aws_sdk_dynamodb::types::AttributeValue;
+use stackdrop_adapters::store::{DeploymentRecord, StackRecord, Store};
+use std::time::Duration;
+
+#[derive(serde::Serialize)]
+struct Status {
+    stack: StackRecord,
+    current: Option<DeploymentRecord>,
+    desired: Option<DeploymentRecord>,
+}
+
+const FINAL: &[&str] = &["running", "failed", "superseded", "unchanged", "succeeded"];
+
+async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
+    let fatal = |e: stackdrop_adapters::Failure| Fatal(e.to_string());
+    let Some(stack) = store.stack(stack_id).await.map_err(fatal)? else { return Ok(None) };
+    let current = match &stack.current {
+        Some(d) => store.deployment(stack_id, d).await.map_err(fatal)?,
+        None => None,
+    };
+    let desired = match &stack.desired {
+        Some(d) if Some(d) != stack.current.as_ref() => store.deployment(stack_id, d).await.map_err(fatal)?,
+        _ => None,
+    };
+    Ok(Some(Status { stack, current, desired }))
+}
+
+async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
+    let mut ids = Vec::new();
+    let mut start = None;
+    loop {
+        let out = store
+            .ddb
+            .scan()
+            .table_name(&store.table)
+            .filter_expression("sk = :s")
+            .expression_attribute_values(":s", AttributeValue::S("stack".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| Fatal(format!("reading {}: {}", store.table, stackdrop_adapters::Failure::aws("Scan", e).message)))?;
+        for item in out.items() {
+            if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
+                ids.push(pk.trim_start_matches("stack#").to_string());
+            }
+        }
+        match out.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+fn when(ms: u64, since: u64) -> String {
+    if since == 0 || ms < since {
+        return String::new();
+    }
+    format!("+{:.1}s", (ms - since) as f64 / 1000.0)
+}
+
+fn render(s: &Status) -> String {
+    let st = &s.stack;
+    let mut out = format!(
+        "stack {}: {}\n  current  {}\n  desired  {}\n",
+        st.stack_id,
+        st.status.as_deref().unwrap_or("unknown"),
+        st.current.as_deref().map(|d| format!("{d} ({})", st.current_source.as_deref().unwrap_or(""))).unwrap_or_else(|| "none".into()),
+        st.desired.as_deref().map(|d| format!("{d} ({})", st.desired_source.as_deref().unwrap_or(""))).unwrap_or_else(|| "none".into()),
+    );
+    if let Some(e) = &st.last_error {
+        out.push_str(&format!("  last error  {e}\n"));
+    }
+    for (label, d) in [("deployment in progress", &s.desired), ("current deployment", &s.current)] {
+        let Some(d) = d else { continue };
+        out.push_str(&format!("\n{label} {} ({}): {}\n", d.deployment, d.source, d.status));
+        for step in &d.steps {
+            out.push_str(&format!("  {:>8}  {:<9} {}\n", when(step.at, d.started_at), step.step, step.detail));
+        }
+        let mut names: Vec<&String> = d.instances.keys().collect();
+        names.sort();
+        for n in names {
+            let i = &d.instances[n];
+            out.push_str(&format!(
+                "  instance {n}: {} {}{}{}\n",
+                i.instance_id.as_deref().unwrap_or("-"),
+                i.state.as_deref().unwrap_or("-"),
+                i.private_ip.as_deref().map(|ip| format!(" private {ip}")).unwrap_or_default(),
+                i.public_ip.as_deref().map(|ip| format!(" public {ip}")).unwrap_or_default(),
+            ));
+        }
+        if let Some(e) = &d.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    out
+}
+
+pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Result<(), Fatal> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Fatal(e.to_string()))?;
+    rt.block_on(async {
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&conf), table);
+        let ids = match &stack {
+            Some(s) => vec![s.clone()],
+            None => all_stacks(&store).await?,
+        };
+        if ids.is_empty() && !json {
+            println!("no stacks deployed yet (table {})", store.table);
+            return Ok(());
+        }
+        loop {
+            let mut statuses = Vec::new();
+            for id in &ids {
+                match load(&store, id).await? {
+                    Some(s) => statuses.push(s),
+                    None if stack.is_some() => return Err(Fatal(format!("no stack {id:?} in {} (stacks are named app/stack)", store.table))),
+                    None => {}
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses).map_err(|e| Fatal(e.to_string()))?);
+            } else {
+                if watch {
+                    print!("\x1b[2J\x1b[H");
+                }
+                for s in &statuses {
+                    println!("{}", render(s));
+                }
+            }
+            let settled = statuses.iter().all(|s| FINAL.contains(&s.stack.status.as_deref().unwrap_or("")));
+            if !watch || settled {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+}

@@ -1,0 +1,108 @@
+//! stackdrop-adapters: the only code that calls AWS. Clients are built once per cold start
+//! ([`Clients::load`]); every write is create-or-update, so re-running a step changes nothing
+//! that already exists.
+
+pub mod ec2;
+pub mod error;
+pub mod events;
+pub mod iam;
+pub mod logs;
+pub mod s3;
+pub mod store;
+
+pub use error::{Failure, Kind};
+
+use aws_config::BehaviorVersion;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Every client a step may need, built from one loaded configuration.
+#[derive(Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub settings: Settings,
+}
+
+/// The deployer's settings, from the function's environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `STACKDROP_TABLE`: the state store.
+    pub table: String,
+    /// `STACKDROP_PERMISSIONS_BOUNDARY`: put on every role the deployer creates.
+    pub permissions_boundary: Option<String>,
+    /// `STACKDROP_LOG_RETENTION_DAYS` (default 30).
+    pub log_retention_days: u32,
+    /// `STACKDROP_EVENT_BUS` (default `default`): where results are published.
+    pub event_bus: String,
+    /// `STACKDROP_DEADLINE_SECONDS` (default 900).
+    pub deadline_seconds: u64,
+    /// `AWS_REGION`.
+    pub region: String,
+}
+
+impl Settings {
+    pub fn from_env() -> Settings {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Settings {
+            table: var("STACKDROP_TABLE").unwrap_or_else(|| "stackdrop-state".into()),
+            permissions_boundary: var("STACKDROP_PERMISSIONS_BOUNDARY"),
+            log_retention_days: var("STACKDROP_LOG_RETENTION_DAYS").and_then(|v| v.parse().ok()).unwrap_or(30),
+            event_bus: var("STACKDROP_EVENT_BUS").unwrap_or_else(|| "default".into()),
+            deadline_seconds: var("STACKDROP_DEADLINE_SECONDS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(stackdrop_core::pipeline::DEFAULT_DEADLINE_SECONDS),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+        }
+    }
+}
+
+impl Clients {
+    /// Loads the AWS configuration once (region, credentials, `AWS_ENDPOINT_URL` for local AWS).
+    pub async fn load() -> Clients {
+        let conf = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Clients::from_conf(&conf, Settings::from_env())
+    }
+
+    pub fn from_conf(conf: &aws_config::SdkConfig, settings: Settings) -> Clients {
+        // Path-style S3 addressing works everywhere, and is required by local endpoints.
+        let s3_conf = aws_sdk_s3::config::Builder::from(conf).force_path_style(conf.endpoint_url().is_some()).build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            ec2: aws_sdk_ec2::Client::new(conf),
+            iam: aws_sdk_iam::Client::new(conf),
+            ssm: aws_sdk_ssm::Client::new(conf),
+            ddb: aws_sdk_dynamodb::Client::new(conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(conf),
+            events: aws_sdk_eventbridge::Client::new(conf),
+            settings,
+        }
+    }
+}
+
+/// Sets up logging as Lambda expects it (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`).
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// The account id in a Lambda function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`).
+pub fn account_of(function_arn: &str) -> Option<String> {
+    function_arn.split(':').nth(4).filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())).map(String::from)
+}
+
+/// The partition in a Lambda function ARN (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition_of(function_arn: &str) -> String {
+    function_arn.split(':').nth(1).filter(|p| !p.is_empty()).unwrap_or("aws").to_string()
+}

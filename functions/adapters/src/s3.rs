@@ -1,0 +1,122 @@
+//! The bundle in S3: its head, its place among the key's versions, and ranged reads so the
+//! core's zip reader sees it as random-access bytes (never downloaded whole).
+
+use crate::error::{Failure, Kind};
+use aws_sdk_s3::Client;
+use stackdrop_core::source::{ReadAt, SourceError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::runtime::Handle;
+
+/// What HeadObject says of the bundle.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub key: String,
+    pub size: u64,
+    pub version_id: Option<String>,
+    /// Epoch milliseconds.
+    pub last_modified_ms: u64,
+}
+
+/// Heads `key` (then `alternate`, if given and `key` is not found), pinned to `version_id`.
+pub async fn head(s3: &Client, bucket: &str, key: &str, alternate: Option<&str>, version_id: Option<&str>) -> Result<Head, Failure> {
+    for k in std::iter::once(key).chain(alternate) {
+        let out = s3.head_object().bucket(bucket).key(k).set_version_id(version_id.map(String::from)).send().await;
+        match out {
+            Ok(h) => {
+                return Ok(Head {
+                    key: k.to_string(),
+                    size: h.content_length().unwrap_or(0).max(0) as u64,
+                    version_id: h.version_id().filter(|v| *v != "null").map(String::from).or(version_id.map(String::from)),
+                    last_modified_ms: h.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0).max(0) as u64,
+                })
+            }
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => continue,
+            Err(e) => return Err(Failure::aws("HeadObject", e)),
+        }
+    }
+    Err(Failure::new(
+        Kind::BundleNotFound,
+        format!(
+            "s3://{bucket}/{key}{} does not exist (deleted before the deploy ran?)",
+            version_id.map(|v| format!(" version {v}")).unwrap_or_default()
+        ),
+    ))
+}
+
+/// Whether a newer version of the key than `version_id` exists (S3 lists versions newest first).
+pub async fn newer_version_exists(s3: &Client, bucket: &str, key: &str, version_id: &str) -> Result<bool, Failure> {
+    let mut key_marker: Option<String> = None;
+    let mut version_marker: Option<String> = None;
+    loop {
+        let out = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .map_err(|e| Failure::aws("ListObjectVersions", e))?;
+        let mut newest_first: Vec<(&str, bool)> = out
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .map(|v| (v.version_id().unwrap_or(""), v.is_latest().unwrap_or(false)))
+            .collect();
+        // Delete markers count too: a deleted bundle is newer than any deploy of it.
+        newest_first.extend(out.delete_markers().iter().filter(|d| d.key() == Some(key)).map(|d| (d.version_id().unwrap_or(""), d.is_latest().unwrap_or(false))));
+        if let Some((_, latest)) = newest_first.iter().find(|(v, _)| *v == version_id) {
+            return Ok(!latest);
+        }
+        if out.is_truncated() != Some(true) {
+            return Ok(false);
+        }
+        key_marker = out.next_key_marker().map(String::from);
+        version_marker = out.next_version_id_marker().map(String::from);
+    }
+}
+
+/// An S3 object version read by ranged GETs, from blocking code running under
+/// `spawn_blocking` (the core's reader is synchronous).
+pub struct S3Object {
+    pub client: Client,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    pub handle: Handle,
+    pub requests: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl ReadAt for S3Object {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, SourceError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset + len as u64 - 1;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let fut = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_version_id(self.version_id.clone())
+            .range(format!("bytes={offset}-{end}"))
+            .send();
+        self.handle.block_on(async {
+            let out = fut.await.map_err(|e| SourceError(format!("GetObject bytes {offset}-{end}: {}", Failure::aws("GetObject", e).message)))?;
+            let body = out.body.collect().await.map_err(|e| SourceError(format!("reading bytes {offset}-{end}: {e}")))?;
+            let bytes = body.into_bytes().to_vec();
+            if bytes.len() != len {
+                return Err(SourceError(format!("asked for {len} bytes at {offset}, S3 answered {}", bytes.len())));
+            }
+            Ok(bytes)
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! stackdrop-core: every rule of stackdrop, with no AWS call in it.
+//!
+//! - [`bundle`]: reads a bundle zip over any random-access source ([`source::ReadAt`]):
+//!   the central directory and the two JSON files only, never the code.
+//! - [`config`]: the Awsless-compatible `app.json` / `stack.json` model and its validation;
+//!   every problem is reported as `FILE: /json/pointer: message`.
+//! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
+//! - [`plan`]: everything the pipeline creates for a bundle version.
+//! - [`userdata`]: the bootstrap script each instance runs.
+
+pub mod bundle;
+pub mod config;
+pub mod naming;
+pub mod pipeline;
+pub mod plan;
+pub mod problem;
+pub mod schema;
+pub mod source;
+pub mod trigger;
+pub mod userdata;
+pub mod validate;
+
+pub use problem::Problem;

@@ -1,0 +1,165 @@
+//! Resource names: Awsless' `{app}--{stack}--instance--{name}`, shortened with a stable hash
+//! suffix wherever AWS caps the length, and the ids that make every AWS write idempotent.
+
+use sha2::{Digest, Sha256};
+
+pub const IAM_ROLE_MAX: usize = 64;
+pub const INSTANCE_PROFILE_MAX: usize = 128;
+pub const LAUNCH_TEMPLATE_MAX: usize = 128;
+pub const SECURITY_GROUP_MAX: usize = 255;
+pub const LOG_GROUP_MAX: usize = 512;
+pub const CLIENT_TOKEN_MAX: usize = 64;
+pub const LOG_GROUP_PREFIX: &str = "/stackdrop/instance/";
+
+/// Kebab-case as Awsless (change-case's `paramCase`) does: `myWorker` -> `my-worker`,
+/// `APIServer2` -> `api-server2`.
+pub fn kebab(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '-' || c == '_' || c == ' ' {
+            if !out.ends_with('-') && !out.is_empty() {
+                out.push('-');
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let boundary = prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower);
+            if boundary && !out.ends_with('-') && !out.is_empty() {
+                out.push('-');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// `{app}--{stack}--instance--{name}`.
+pub fn resource_name(app: &str, stack: &str, instance: &str) -> String {
+    format!("{app}--{stack}--instance--{instance}")
+}
+
+/// The first 8 hex digits of SHA-256: stable across runs, machines and versions.
+pub fn short_hash(s: &str) -> String {
+    hex(&Sha256::digest(s.as_bytes())[..4])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `name` if it fits in `max`, else a prefix of it, `-` and a hash of the whole name, `max` long.
+/// Two different names never shorten to the same result unless their hashes collide.
+pub fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let suffix = short_hash(name);
+    let keep = max.saturating_sub(suffix.len() + 1);
+    let mut prefix: String = name.chars().take(keep).collect();
+    while prefix.ends_with('-') {
+        prefix.pop();
+    }
+    format!("{prefix}-{suffix}")
+}
+
+pub fn role_name(resource: &str) -> String {
+    shorten(resource, IAM_ROLE_MAX)
+}
+
+pub fn instance_profile_name(resource: &str) -> String {
+    shorten(resource, INSTANCE_PROFILE_MAX)
+}
+
+pub fn launch_template_name(resource: &str) -> String {
+    shorten(resource, LAUNCH_TEMPLATE_MAX)
+}
+
+pub fn security_group_name(resource: &str) -> String {
+    shorten(resource, SECURITY_GROUP_MAX)
+}
+
+pub fn log_group_name(resource: &str) -> String {
+    shorten(&format!("{LOG_GROUP_PREFIX}{resource}"), LOG_GROUP_MAX)
+}
+
+/// A deployment is one bundle version: the same object version always gets the same id, so
+/// re-running any step finds what an earlier run made.
+pub fn deployment_id(bucket: &str, key: &str, version_id: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    for part in [bucket, key, version_id.unwrap_or("")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    format!("d-{}", hex(&h.finalize()[..8]))
+}
+
+/// RunInstances' ClientToken for one instance of one deployment (at most 64 ASCII characters).
+pub fn client_token(deployment: &str, resource: &str) -> String {
+    let token = format!("{deployment}-{}", short_hash(resource));
+    debug_assert!(token.len() <= CLIENT_TOKEN_MAX);
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_name_is_awsless_scheme() {
+        assert_eq!(resource_name("my-app", "jobs", "worker"), "my-app--jobs--instance--worker");
+    }
+
+    #[test]
+    fn short_names_are_kept_whole() {
+        let n = resource_name("my-app", "jobs", "worker");
+        assert_eq!(role_name(&n), n);
+        assert_eq!(log_group_name(&n), "/stackdrop/instance/my-app--jobs--instance--worker");
+    }
+
+    #[test]
+    fn long_role_names_are_shortened_to_64_with_a_stable_hash() {
+        let n = resource_name(&"a".repeat(24), &"b".repeat(24), &"c".repeat(24));
+        assert_eq!(n.len(), 86);
+        let r = role_name(&n);
+        assert_eq!(r.len(), 64);
+        assert_eq!(r, role_name(&n), "stable");
+        assert!(r.starts_with("aaaaaaaaaaaaaaaaaaaaaaaa--bbbbbbbbbbbbbbbbbbbbbbbb--ins-"), "{r}");
+        assert!(r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c)), "IAM chars: {r}");
+        // Names differing only past the cut stay distinct.
+        let other = resource_name(&"a".repeat(24), &"b".repeat(24), &"d".repeat(24));
+        assert_ne!(role_name(&other), r);
+    }
+
+    #[test]
+    fn deployment_id_is_stable_and_distinct() {
+        let a = deployment_id("b", "k", Some("v1"));
+        assert_eq!(a, deployment_id("b", "k", Some("v1")));
+        assert_ne!(a, deployment_id("b", "k", Some("v2")));
+        assert_ne!(deployment_id("b", "k1", None), deployment_id("b", "k", Some("1")));
+        assert_eq!(a.len(), 18);
+    }
+
+    #[test]
+    fn client_token_fits_ec2_limit() {
+        let t = client_token(&deployment_id("b", "k", None), &"x".repeat(86));
+        assert!(t.len() <= 64 && t.is_ascii());
+    }
+
+    #[test]
+    fn kebab_matches_param_case() {
+        assert_eq!(kebab("myWorker"), "my-worker");
+        assert_eq!(kebab("MyWorker"), "my-worker");
+        assert_eq!(kebab("worker"), "worker");
+        assert_eq!(kebab("APIServer"), "api-server");
+        assert_eq!(kebab("web2Api"), "web2-api");
+        assert_eq!(kebab("a--b"), "a-b");
+    }
+}

@@ -1,0 +1,111 @@
+//! Validation of a whole bundle: the zip, both config files, and that each `code` folder is
+//! in the zip. The S3-dependent checks (AMI exists, architecture) live with the adapters; the
+//! rule they apply, [`check_image_architecture`], is here.
+
+use crate::bundle::{self, Bundle, Limits};
+use crate::config::{self, Config};
+use crate::problem::{join, Problem};
+use crate::source::ReadAt;
+
+/// A bundle that passed every offline check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBundle {
+    pub config: Config,
+    /// The folder every entry sits under in the zip ("" or "name/").
+    pub root: String,
+}
+
+/// Checks the configuration and that every `code` folder is in the bundle.
+pub fn validate_bundle(bundle: &Bundle) -> Result<ValidBundle, Vec<Problem>> {
+    let config = config::parse_config(&bundle.app_json, &bundle.stack_json)?;
+    let problems: Vec<Problem> = config
+        .instances
+        .iter()
+        .filter(|i| !bundle.has_folder(&i.code))
+        .map(|i| {
+            let what = if i.code.is_empty() { "the bundle holds no code".to_string() } else { format!("folder {:?} is not in the bundle", i.code) };
+            Problem::new(config::STACK_FILE, join(&i.pointer(), "code"), what)
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(ValidBundle { config, root: bundle.root.clone() })
+}
+
+/// Reads and validates a bundle from any random-access source.
+pub fn validate_source<S: ReadAt + ?Sized>(src: &S, name: &str) -> Result<ValidBundle, Vec<Problem>> {
+    let bundle = bundle::read_bundle(src, name, &Limits::default())?;
+    validate_bundle(&bundle)
+}
+
+/// The AMI's architecture (as DescribeImages reports it) must be the one the type runs.
+pub fn check_image_architecture(instance: &config::Instance, image_id: &str, image_architecture: &str) -> Result<(), Problem> {
+    let needed = config::architecture_of(&instance.instance_type);
+    if needed == image_architecture {
+        return Ok(());
+    }
+    Err(Problem::new(
+        config::STACK_FILE,
+        join(&instance.pointer(), "image"),
+        format!(
+            "{image_id} is an {image_architecture} image but {} runs {needed}",
+            instance.instance_type
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(files: &[&str], stack: &str) -> Bundle {
+        Bundle::from_files(
+            files.iter().map(|s| s.to_string()).collect(),
+            br#"{"name":"my-app"}"#.to_vec(),
+            stack.as_bytes().to_vec(),
+        )
+    }
+
+    #[test]
+    fn code_folder_must_exist_in_the_bundle() {
+        let b = bundle(
+            &["app.json", "stack.json", "src/web/index.js"],
+            r#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"./src/worker"}}}"#,
+        );
+        let e = validate_bundle(&b).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to_string(), r#"stack.json: /instances/worker/code: folder "src/worker" is not in the bundle"#);
+    }
+
+    #[test]
+    fn a_file_is_not_a_folder() {
+        let b = bundle(
+            &["app.json", "stack.json", "src/worker"],
+            r#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"src/worker"}}}"#,
+        );
+        assert!(validate_bundle(&b).is_err());
+    }
+
+    #[test]
+    fn existing_folder_passes() {
+        let b = bundle(
+            &["app.json", "src/worker/main.py", "stack.json"],
+            r#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"./src/worker/"}}}"#,
+        );
+        let v = validate_bundle(&b).unwrap();
+        assert_eq!(v.config.instances[0].code, "src/worker");
+    }
+
+    #[test]
+    fn architecture_mismatch_names_image_and_type() {
+        let b = bundle(
+            &["app.json", "stack.json", "w/x"],
+            r#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t4g.small","code":"w"}}}"#,
+        );
+        let v = validate_bundle(&b).unwrap();
+        let e = check_image_architecture(&v.config.instances[0], "ami-12345678", "x86_64").unwrap_err();
+        assert_eq!(e.to_string(), "stack.json: /instances/worker/image: ami-12345678 is an x86_64 image but t4g.small runs arm64");
+        assert!(check_image_architecture(&v.config.instances[0], "ami-12345678", "arm64").is_ok());
+    }
+}

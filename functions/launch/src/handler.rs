@@ -1,0 +1,38 @@
+//! Launch one instance from its launch template. Idempotent: this deployment's instance is
+//! looked up first (by tags), and RunInstances carries a ClientToken derived from the
+//! deployment and instance, so a retry, a re-run or a redrive never makes a second one.
+
+use lambda_runtime::LambdaEvent;
+use stackdrop_adapters::store::{InstanceRecord, Store};
+use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
+use stackdrop_core::pipeline::{next_wait, InstanceTask};
+
+pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Result<InstanceTask, Failure> {
+    let mut task = event.payload;
+    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
+    store.ensure_desired(&task.stack_id, &task.deployment).await?;
+    let plan = store.plan(&task.stack_id, &task.deployment, &task.instance).await?;
+    let (Some(template_id), Some(version)) = (task.launch_template_id.clone(), task.launch_template_version) else {
+        return Err(Failure::new(Kind::InvalidInput, "launch needs launchTemplateId and launchTemplateVersion (from provision)"));
+    };
+    let (instance, launched) = ec2::launch(&clients.ec2, &plan, &template_id, version).await?;
+    let detail = if launched {
+        format!("{}: launched {}", task.instance, instance.id)
+    } else {
+        format!("{}: {} was already launched ({})", task.instance, instance.id, instance.state)
+    };
+    tracing::info!(instance = %task.instance, id = %instance.id, launched, "launch");
+    let rec = InstanceRecord {
+        instance_id: Some(instance.id.clone()),
+        state: Some(instance.state.clone()),
+        private_ip: instance.private_ip.clone(),
+        public_ip: instance.public_ip.clone(),
+    };
+    store.set_instance(&task.stack_id, &task.deployment, &task.instance, &rec).await?;
+    store.record_step(&task.stack_id, &task.deployment, "starting", "launch", &detail, now_ms()).await?;
+    task.instance_id = Some(instance.id);
+    task.state = Some(instance.state);
+    task.polls = 0;
+    task.wait = next_wait(0, now_s(), task.deadline);
+    Ok(task)
+}
