@@ -32,7 +32,7 @@ bench: ## measure `stackdrop validate` on a 1 MiB and a 2 GiB bundle (figures in
 FUZZ_SECONDS ?= 600
 fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not part of make test)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && $(CARGO) +nightly fuzz run bundle -- -max_total_time=$(FUZZ_SECONDS) seeds
+	mkdir -p fuzz/corpus/bundle && cd fuzz && $(CARGO) +nightly fuzz run bundle corpus/bundle seeds -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 lint: ## clippy and rustfmt check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

@@ -29,6 +29,8 @@ pub struct Image {
     pub id: String,
     pub architecture: String,
     pub root_device_name: Option<String>,
+    /// The root snapshot's size in GiB.
+    pub root_size_gib: Option<i32>,
 }
 
 /// Resolves `resolve:ssm:/param` to an AMI id (EC2 does the same at launch; resolving here
@@ -54,6 +56,12 @@ pub async fn describe_image(ec2: &Client, id: &str) -> Result<Option<Image>, Fai
             id: id.to_string(),
             architecture: i.architecture().map(|a| a.as_str().to_string()).unwrap_or_default(),
             root_device_name: i.root_device_name().map(String::from),
+            root_size_gib: i
+                .block_device_mappings()
+                .iter()
+                .find(|b| b.device_name() == i.root_device_name())
+                .and_then(|b| b.ebs())
+                .and_then(|e| e.volume_size()),
         })),
         Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
         Err(e) => Err(Failure::aws("DescribeImages", e)),
@@ -150,6 +158,7 @@ pub fn template_data(plan: &InstancePlan, security_group_id: &str) -> RequestLau
                 .ebs(
                     LaunchTemplateEbsBlockDeviceRequest::builder()
                         .encrypted(lt.root_volume.encrypted)
+                        .set_volume_size(lt.root_volume.size_gib)
                         .volume_type(VolumeType::from(lt.root_volume.volume_type.as_str()))
                         .delete_on_termination(lt.root_volume.delete_on_termination)
                         .build(),
@@ -353,10 +362,17 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
 /// Deletes the launch template and security group. A group still used by a terminating
 /// instance is [`Kind::CleanupPending`] (retried by the state machine).
 pub async fn delete_template_and_group(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
-    match ec2.delete_launch_template().launch_template_name(&plan.launch_template.name).send().await {
-        Ok(_) => {}
-        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
-        Err(e) => return Err(Failure::aws("DeleteLaunchTemplate", e)),
+    let found = match ec2.describe_launch_templates().launch_template_names(&plan.launch_template.name).send().await {
+        Ok(out) => out.launch_templates().first().and_then(|t| t.launch_template_id()).map(String::from),
+        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
+        Err(e) => return Err(Failure::aws("DescribeLaunchTemplates", e)),
+    };
+    if let Some(id) = found {
+        match ec2.delete_launch_template().launch_template_id(&id).send().await {
+            Ok(_) => {}
+            Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
+            Err(e) => return Err(Failure::aws("DeleteLaunchTemplate", e)),
+        }
     }
     let (vpc_id, _) = default_vpc(ec2).await?;
     let found = ec2

@@ -32,7 +32,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_json_bytes: MAX_JSON_BYTES, max_entries: 200_000, max_central_directory: 32 * 1024 * 1024 }
+        Limits {
+            max_json_bytes: MAX_JSON_BYTES,
+            max_entries: 200_000,
+            max_central_directory: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -52,7 +56,12 @@ impl Bundle {
     pub fn from_files(mut files: Vec<String>, app_json: Vec<u8>, stack_json: Vec<u8>) -> Bundle {
         files.sort();
         files.dedup();
-        Bundle { root: String::new(), files, app_json, stack_json }
+        Bundle {
+            root: String::new(),
+            files,
+            app_json,
+            stack_json,
+        }
     }
 
     /// True when some file lies under `folder` (a normalized relative path like "src/worker",
@@ -120,9 +129,9 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 fn human(n: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")
@@ -133,15 +142,24 @@ fn human(n: u64) -> String {
 fn read<S: ReadAt + ?Sized>(src: &S, offset: u64, len: u64) -> Result<Vec<u8>, String> {
     let fits = offset.checked_add(len).is_some_and(|end| end <= src.len());
     if !fits {
-        return Err(format!("is truncated or corrupt: it is {} bytes, too short for {len} bytes at offset {offset}", src.len()));
+        return Err(format!(
+            "is truncated or corrupt: it is {} bytes, too short for {len} bytes at offset {offset}",
+            src.len()
+        ));
     }
-    let n = usize::try_from(len).map_err(|_| format!("is corrupt: a {len}-byte read does not fit in memory"))?;
+    let n = usize::try_from(len)
+        .map_err(|_| format!("is corrupt: a {len}-byte read does not fit in memory"))?;
     if n == 0 {
         return Ok(Vec::new());
     }
-    let bytes = src.read_at(offset, n).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = src
+        .read_at(offset, n)
+        .map_err(|e| format!("cannot be read: {e}"))?;
     if bytes.len() != n {
-        return Err(format!("cannot be read: asked for {n} bytes at offset {offset}, got {}", bytes.len()));
+        return Err(format!(
+            "cannot be read: asked for {n} bytes at offset {offset}, got {}",
+            bytes.len()
+        ));
     }
     Ok(bytes)
 }
@@ -210,31 +228,44 @@ fn find_directory<S: ReadAt + ?Sized>(src: &S, limits: &Limits) -> Result<Direct
         zip64: false,
         end: eocd_at,
     };
-    // A zip64 end record is announced by a locator just before the end record.
+    // A zip64 end record is announced by a locator just before the end record. Those four
+    // bytes may also end a file name by chance: when the record they point to is no zip64 end
+    // record and the end record needs none (no field saturated), the locator is ignored.
+    let saturated = dir.entries == 0xFFFF || dir.size == U32_MAX || dir.offset == U32_MAX;
     if let Some(locator_at) = eocd_at.checked_sub(LOCATOR_LEN) {
         let locator = bytes_at(locator_at, LOCATOR_LEN)?;
         if u32_at(&locator, 0) == Some(LOCATOR_SIG) {
-            const BAD64: &str = "is corrupt: its zip64 end of central directory record is missing or damaged";
-            let at = u64_at(&locator, 8).unwrap_or(u64::MAX);
-            let fits = at.checked_add(EOCD64_LEN).is_some_and(|end| end <= locator_at);
-            if !fits {
-                return Err(BAD64.into());
-            }
-            let rec = bytes_at(at, EOCD64_LEN)?;
-            if u32_at(&rec, 0) != Some(EOCD64_SIG) {
-                return Err(BAD64.into());
-            }
-            dir = Directory {
-                entries: u64_at(&rec, 32).unwrap_or(0),
-                size: u64_at(&rec, 40).unwrap_or(0),
-                offset: u64_at(&rec, 48).unwrap_or(0),
-                zip64: true,
-                end: at,
+            let at = u64_at(&locator, 8).filter(|at| {
+                at.checked_add(EOCD64_LEN)
+                    .is_some_and(|end| end <= locator_at)
+            });
+            let rec = match at {
+                Some(at) => Some((at, bytes_at(at, EOCD64_LEN)?)),
+                None => None,
             };
+            match rec {
+                Some((at, rec)) if u32_at(&rec, 0) == Some(EOCD64_SIG) => {
+                    dir = Directory {
+                        entries: u64_at(&rec, 32).unwrap_or(0),
+                        size: u64_at(&rec, 40).unwrap_or(0),
+                        offset: u64_at(&rec, 48).unwrap_or(0),
+                        zip64: true,
+                        end: at,
+                    };
+                }
+                _ if saturated => return Err(
+                    "is corrupt: its zip64 end of central directory record is missing or damaged"
+                        .into(),
+                ),
+                _ => {}
+            }
         }
     }
     if dir.entries > limits.max_entries as u64 {
-        return Err(format!("holds {} entries, over the limit of {}", dir.entries, limits.max_entries));
+        return Err(format!(
+            "holds {} entries, over the limit of {}",
+            dir.entries, limits.max_entries
+        ));
     }
     if dir.size > limits.max_central_directory {
         return Err(format!(
@@ -247,8 +278,8 @@ fn find_directory<S: ReadAt + ?Sized>(src: &S, limits: &Limits) -> Result<Direct
         Some(end) if end <= dir.end => {}
         Some(end) if end <= len => {
             return Err(format!(
-                "is corrupt: its central directory ({} bytes at offset {}) overlaps the end of central directory record",
-                dir.size, dir.offset
+                "is truncated or corrupt: its central directory ({} bytes at offset {}) runs into its end record (at offset {})",
+                dir.size, dir.offset, dir.end
             ))
         }
         _ => {
@@ -260,7 +291,10 @@ fn find_directory<S: ReadAt + ?Sized>(src: &S, limits: &Limits) -> Result<Direct
     }
     let smallest = dir.entries.checked_mul(CENTRAL_LEN as u64);
     if smallest.is_none_or(|s| s > dir.size) {
-        return Err(format!("is corrupt: a central directory of {} bytes cannot hold {} entries", dir.size, dir.entries));
+        return Err(format!(
+            "is corrupt: a central directory of {} bytes cannot hold {} entries",
+            dir.size, dir.entries
+        ));
     }
     Ok(dir)
 }
@@ -292,16 +326,23 @@ impl Entry {
 
 /// Parses every central directory entry.
 fn parse_directory(cd: &[u8], dir: &Directory, limits: &Limits) -> Result<Vec<Entry>, String> {
-    let capacity = usize::try_from(dir.entries).unwrap_or(0).min(cd.len() / CENTRAL_LEN);
+    let capacity = usize::try_from(dir.entries)
+        .unwrap_or(0)
+        .min(cd.len() / CENTRAL_LEN);
     let mut entries = Vec::with_capacity(capacity);
     let mut pos = 0usize;
     while pos < cd.len() && u32_at(cd, pos) == Some(CENTRAL_SIG) {
         let number = entries.len() + 1;
         if entries.len() >= limits.max_entries {
-            return Err(format!("holds more than {} entries, over the limit", limits.max_entries));
+            return Err(format!(
+                "holds more than {} entries, over the limit",
+                limits.max_entries
+            ));
         }
         let truncated = || format!("is corrupt: central directory entry #{number} is truncated");
-        let head = cd.get(pos..pos.checked_add(CENTRAL_LEN).ok_or_else(truncated)?).ok_or_else(truncated)?;
+        let head = cd
+            .get(pos..pos.checked_add(CENTRAL_LEN).ok_or_else(truncated)?)
+            .ok_or_else(truncated)?;
         let field16 = |at| u16_at(head, at).unwrap_or(0);
         let field32 = |at| u32_at(head, at).unwrap_or(0);
         let name_len = usize::from(field16(28));
@@ -328,8 +369,14 @@ fn parse_directory(cd: &[u8], dir: &Directory, limits: &Limits) -> Result<Vec<En
             external_attrs: field32(38),
         };
         if entry.size == U32_MAX || entry.compressed == U32_MAX || entry.local_offset == U32_MAX {
-            apply_zip64_extra(&mut entry, &cd[extra_at..extra_at + extra_len])
-                .ok_or_else(|| format!("is corrupt: entry {:?} lacks the zip64 extra field its sizes need", entry.name))?;
+            apply_zip64_extra(&mut entry, &cd[extra_at..extra_at + extra_len]).ok_or_else(
+                || {
+                    format!(
+                        "is corrupt: entry {:?} lacks the zip64 extra field its sizes need",
+                        entry.name
+                    )
+                },
+            )?;
         }
         entries.push(entry);
         pos = next;
@@ -390,7 +437,16 @@ fn decode_name(raw: &[u8], flags: u16) -> String {
         Err(_) if flags & FLAG_UTF8 != 0 => String::from_utf8_lossy(raw).into_owned(),
         Err(_) => raw
             .iter()
-            .map(|&b| if b < 0x80 { char::from(b) } else { CP437_HIGH.chars().nth(usize::from(b - 0x80)).unwrap_or('\u{fffd}') })
+            .map(|&b| {
+                if b < 0x80 {
+                    char::from(b)
+                } else {
+                    CP437_HIGH
+                        .chars()
+                        .nth(usize::from(b - 0x80))
+                        .unwrap_or('\u{fffd}')
+                }
+            })
             .collect(),
     }
 }
@@ -407,7 +463,8 @@ fn unsafe_name(entry: &Entry, raw: &[u8]) -> Option<&'static str> {
         Some("contains a NUL byte")
     } else if name.contains('\\') {
         Some("contains a backslash")
-    } else if name.starts_with('/') || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') {
+    } else if name.starts_with('/') || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':')
+    {
         Some("is an absolute path")
     } else if name.split('/').any(|c| c == "..") {
         Some("has a \"..\" path component")
@@ -419,13 +476,20 @@ fn unsafe_name(entry: &Entry, raw: &[u8]) -> Option<&'static str> {
 /// An entry's path with "." and empty components dropped, and whether it is a folder.
 fn normalize(name: &str) -> (String, bool) {
     let is_dir = matches!(name.rsplit('/').next(), Some("" | "."));
-    let parts: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = name
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     (parts.join("/"), is_dir)
 }
 
 /// Reads the end-of-central-directory, the central directory, and app.json + stack.json only.
 /// `name` is how the bundle is called in errors (e.g. "stack.zip" or "s3://bucket/key").
-pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(src: &S, name: &str, limits: &Limits) -> Result<Bundle, Vec<Problem>> {
+pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
+    src: &S,
+    name: &str,
+    limits: &Limits,
+) -> Result<Bundle, Vec<Problem>> {
     let whole = |message: String| vec![Problem::file(name, message)];
     let dir = find_directory(src, limits).map_err(whole)?;
     let cd = read(src, dir.offset, dir.size).map_err(whole)?;
@@ -450,7 +514,13 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(src: &S, name: &str, limit
         paths.push((path, is_dir, index));
     }
     if unsafe_count > MAX_LISTED_NAMES {
-        problems.push(Problem::file(name, format!("and {} more unsafe entry names", unsafe_count - MAX_LISTED_NAMES)));
+        problems.push(Problem::file(
+            name,
+            format!(
+                "and {} more unsafe entry names",
+                unsafe_count - MAX_LISTED_NAMES
+            ),
+        ));
     }
 
     let root = common_root(&paths);
@@ -464,11 +534,17 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(src: &S, name: &str, limit
 
     let mut json = |file: &str| -> Vec<u8> {
         let wanted = format!("{root}{file}");
-        let found: Vec<&Entry> =
-            paths.iter().filter(|(path, is_dir, _)| !is_dir && *path == wanted).map(|&(_, _, i)| &entries[i]).collect();
+        let found: Vec<&Entry> = paths
+            .iter()
+            .filter(|(path, is_dir, _)| !is_dir && *path == wanted)
+            .map(|&(_, _, i)| &entries[i])
+            .collect();
         match found.as_slice() {
             [] => {
-                problems.push(Problem::file(name, format!("{file} is missing at the bundle's root")));
+                problems.push(Problem::file(
+                    name,
+                    format!("{file} is missing at the bundle's root"),
+                ));
                 Vec::new()
             }
             [entry] => match read_json(src, &cd, entry, file, name, limits) {
@@ -479,7 +555,10 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(src: &S, name: &str, limit
                 }
             },
             more => {
-                problems.push(Problem::file(file, format!("appears {} times in the bundle", more.len())));
+                problems.push(Problem::file(
+                    file,
+                    format!("appears {} times in the bundle", more.len()),
+                ));
                 Vec::new()
             }
         }
@@ -489,7 +568,12 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(src: &S, name: &str, limit
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Bundle { root, files, app_json, stack_json })
+    Ok(Bundle {
+        root,
+        files,
+        app_json,
+        stack_json,
+    })
 }
 
 /// "X/" when every entry lies under the same top folder X and at least one file does, else "".
@@ -546,7 +630,9 @@ fn read_json<S: ReadAt + ?Sized>(
 ) -> Result<Vec<u8>, Problem> {
     let bad = |message: String| Problem::file(file, message);
     if entry.flags & FLAG_ENCRYPTED != 0 {
-        return Err(bad("is encrypted; stackdrop cannot read encrypted files".into()));
+        return Err(bad(
+            "is encrypted; stackdrop cannot read encrypted files".into()
+        ));
     }
     if entry.method != STORED && entry.method != DEFLATED {
         return Err(bad(format!(
@@ -560,7 +646,11 @@ fn read_json<S: ReadAt + ?Sized>(
     }
     let max = limits.max_json_bytes;
     if entry.size > max {
-        return Err(bad(format!("is {} bytes, over the {} limit", entry.size, human(max))));
+        return Err(bad(format!(
+            "is {} bytes, over the {} limit",
+            entry.size,
+            human(max)
+        )));
     }
     if entry.method == STORED && entry.compressed != entry.size {
         return Err(bad(format!(
@@ -583,7 +673,9 @@ fn read_json<S: ReadAt + ?Sized>(
     let offset = entry.local_offset;
     let header_fits = offset.checked_add(LOCAL_LEN).is_some_and(|end| end <= len);
     if !header_fits {
-        return Err(bad(format!("is corrupt: its local header (offset {offset}) lies past the end of the bundle")));
+        return Err(bad(format!(
+            "is corrupt: its local header (offset {offset}) lies past the end of the bundle"
+        )));
     }
     // One read for the header, the name, the extra field and the data, with some slack for a
     // local extra field longer than the central one.
@@ -596,7 +688,9 @@ fn read_json<S: ReadAt + ?Sized>(
     let whole = |m: String| Problem::file(bundle, m);
     let head = read(src, offset, want).map_err(whole)?;
     if u32_at(&head, 0) != Some(LOCAL_SIG) {
-        return Err(bad(format!("is corrupt: there is no local header at offset {offset}")));
+        return Err(bad(format!(
+            "is corrupt: there is no local header at offset {offset}"
+        )));
     }
     let name_len = u64::from(u16_at(&head, 26).unwrap_or(0));
     let extra_len = u64::from(u16_at(&head, 28).unwrap_or(0));
@@ -604,7 +698,11 @@ fn read_json<S: ReadAt + ?Sized>(
         return Err(bad("is corrupt: its local header names another file".into()));
     }
     match head.get(30..30 + raw_name.len()) {
-        None => return Err(bad("is truncated: its local header lies past the end of the bundle".into())),
+        None => {
+            return Err(bad(
+                "is truncated: its local header lies past the end of the bundle".into(),
+            ))
+        }
         Some(local_name) if local_name != raw_name => {
             return Err(bad("is corrupt: its local header names another file".into()))
         }
@@ -614,7 +712,9 @@ fn read_json<S: ReadAt + ?Sized>(
     let data_to = data_from.checked_add(entry.compressed);
     let data_end = data_to.and_then(|t| offset.checked_add(t));
     if data_end.is_none_or(|end| end > len) {
-        return Err(bad("is truncated: its data lies past the end of the bundle".into()));
+        return Err(bad(
+            "is truncated: its data lies past the end of the bundle".into(),
+        ));
     }
     let data_to = data_to.unwrap_or(0);
     let fetched;
@@ -627,24 +727,1218 @@ fn read_json<S: ReadAt + ?Sized>(
     };
 
     // entry.size <= max_json_bytes, so this cap bounds what inflation may allocate.
-    let cap = usize::try_from(entry.size).map_err(|_| bad(format!("is {} bytes, over the {} limit", entry.size, human(max))))?;
+    let cap = usize::try_from(entry.size).map_err(|_| {
+        bad(format!(
+            "is {} bytes, over the {} limit",
+            entry.size,
+            human(max)
+        ))
+    })?;
     let bytes = if entry.method == STORED {
         data.to_vec()
     } else {
         match miniz_oxide::inflate::decompress_to_vec_with_limit(data, cap) {
             Ok(out) => out,
             Err(e) if e.status == miniz_oxide::inflate::TINFLStatus::HasMoreOutput => {
-                return Err(bad(format!("is corrupt: it inflates to more than the {} bytes its header says", entry.size)));
+                return Err(bad(format!(
+                    "is corrupt: it inflates to more than the {} bytes its header says",
+                    entry.size
+                )));
             }
-            Err(_) => return Err(bad("is corrupt: its deflate data is damaged or truncated".into())),
+            Err(_) => {
+                return Err(bad(
+                    "is corrupt: its deflate data is damaged or truncated".into()
+                ))
+            }
         }
     };
     if bytes.len() as u64 != entry.size {
-        return Err(bad(format!("is corrupt: it inflates to {} bytes but its header says {}", bytes.len(), entry.size)));
+        return Err(bad(format!(
+            "is corrupt: it inflates to {} bytes but its header says {}",
+            bytes.len(),
+            entry.size
+        )));
     }
     let crc = crc32fast::hash(&bytes);
     if crc != entry.crc {
-        return Err(bad(format!("is corrupt: its CRC-32 is {crc:08x} but the zip says {:08x}", entry.crc)));
+        return Err(bad(format!(
+            "is corrupt: its CRC-32 is {crc:08x} but the zip says {:08x}",
+            entry.crc
+        )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Counting, SourceError};
+    use proptest::prelude::*;
+    use std::io::{Cursor, Write};
+    use zip::write::SimpleFileOptions;
+    use zip::CompressionMethod::{Deflated, Stored};
+
+    const APP: &[u8] = br#"{"name":"my-app"}"#;
+    const STACK: &[u8] = br#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"src/worker"}}}"#;
+
+    // ---- zips made with the zip crate ----
+
+    enum E<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+    }
+    use E::{Dir, File};
+
+    fn build_with(
+        entries: &[E],
+        opts: SimpleFileOptions,
+        finish: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>),
+    ) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for e in entries {
+            match e {
+                File(n, d) => {
+                    w.start_file(*n, opts).unwrap();
+                    w.write_all(d).unwrap();
+                }
+                Dir(n) => w.add_directory(*n, opts).unwrap(),
+            }
+        }
+        finish(&mut w);
+        w.finish().unwrap().into_inner()
+    }
+
+    fn build(entries: &[E], method: zip::CompressionMethod) -> Vec<u8> {
+        build_with(
+            entries,
+            SimpleFileOptions::default().compression_method(method),
+            |_| {},
+        )
+    }
+
+    fn simple(method: zip::CompressionMethod) -> Vec<u8> {
+        build(
+            &[
+                File("app.json", APP),
+                Dir("src/"),
+                Dir("src/worker/"),
+                File("src/worker/main.py", b"print(1)\n"),
+                File("stack.json", STACK),
+            ],
+            method,
+        )
+    }
+
+    fn read(bytes: &[u8]) -> Result<Bundle, Vec<Problem>> {
+        read_bundle(bytes, "stack.zip", &Limits::default())
+    }
+
+    fn errors(bytes: &[u8]) -> Vec<String> {
+        read(bytes)
+            .expect_err("the bundle should be rejected")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Bytes that do not compress (a xorshift stream).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    // ---- zips made by hand, for what the zip crate will not write ----
+
+    #[derive(Clone)]
+    struct Raw {
+        name: Vec<u8>,
+        local_name: Option<Vec<u8>>,
+        data: Vec<u8>,
+        method: u16,
+        flags: u16,
+        crc: u32,
+        size: u64,
+        made_by: u16,
+        attrs: u32,
+        zip64: bool,
+        zip64_id: u16,
+        comment: Vec<u8>,
+    }
+
+    impl Raw {
+        fn stored(name: &str, data: &[u8]) -> Raw {
+            Raw::bytes(name.as_bytes(), data)
+        }
+
+        fn bytes(name: &[u8], data: &[u8]) -> Raw {
+            Raw {
+                name: name.to_vec(),
+                local_name: None,
+                data: data.to_vec(),
+                method: 0,
+                flags: 0,
+                crc: crc32fast::hash(data),
+                size: data.len() as u64,
+                made_by: 3 << 8 | 20,
+                attrs: 0o100644 << 16,
+                zip64: false,
+                zip64_id: 1,
+                comment: Vec::new(),
+            }
+        }
+
+        fn deflated(name: &str, data: &[u8]) -> Raw {
+            Raw {
+                data: miniz_oxide::deflate::compress_to_vec(data, 6),
+                method: 8,
+                ..Raw::stored(name, data)
+            }
+        }
+    }
+
+    fn raw_zip(entries: &[Raw], zip64_end: bool) -> Vec<u8> {
+        fn p16(v: &mut Vec<u8>, x: u16) {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        fn p32(v: &mut Vec<u8>, x: u32) {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        fn p64(v: &mut Vec<u8>, x: u64) {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        let mut out = Vec::new();
+        let mut cd = Vec::new();
+        for e in entries {
+            let offset = out.len() as u64;
+            let csize = e.data.len() as u64;
+            let small = |x: u64| if e.zip64 { u32::MAX } else { x as u32 };
+            let local_name = e.local_name.as_ref().unwrap_or(&e.name);
+            let mut local_extra = Vec::new();
+            if e.zip64 {
+                p16(&mut local_extra, e.zip64_id);
+                p16(&mut local_extra, 16);
+                p64(&mut local_extra, e.size);
+                p64(&mut local_extra, csize);
+            }
+            p32(&mut out, LOCAL_SIG);
+            p16(&mut out, 45);
+            p16(&mut out, e.flags);
+            p16(&mut out, e.method);
+            p16(&mut out, 0);
+            p16(&mut out, 0x21);
+            p32(&mut out, e.crc);
+            p32(&mut out, small(csize));
+            p32(&mut out, small(e.size));
+            p16(&mut out, local_name.len() as u16);
+            p16(&mut out, local_extra.len() as u16);
+            out.extend_from_slice(local_name);
+            out.extend_from_slice(&local_extra);
+            out.extend_from_slice(&e.data);
+
+            let mut extra = Vec::new();
+            if e.zip64 {
+                p16(&mut extra, e.zip64_id);
+                p16(&mut extra, 24);
+                p64(&mut extra, e.size);
+                p64(&mut extra, csize);
+                p64(&mut extra, offset);
+            }
+            p32(&mut cd, CENTRAL_SIG);
+            p16(&mut cd, e.made_by);
+            p16(&mut cd, 45);
+            p16(&mut cd, e.flags);
+            p16(&mut cd, e.method);
+            p16(&mut cd, 0);
+            p16(&mut cd, 0x21);
+            p32(&mut cd, e.crc);
+            p32(&mut cd, small(csize));
+            p32(&mut cd, small(e.size));
+            p16(&mut cd, e.name.len() as u16);
+            p16(&mut cd, extra.len() as u16);
+            p16(&mut cd, e.comment.len() as u16);
+            p16(&mut cd, 0);
+            p16(&mut cd, 0);
+            p32(&mut cd, e.attrs);
+            p32(&mut cd, small(offset));
+            cd.extend_from_slice(&e.name);
+            cd.extend_from_slice(&extra);
+            cd.extend_from_slice(&e.comment);
+        }
+        let cd_offset = out.len() as u64;
+        let cd_size = cd.len() as u64;
+        out.extend_from_slice(&cd);
+        let n = entries.len() as u64;
+        if zip64_end {
+            let eocd64_at = out.len() as u64;
+            p32(&mut out, EOCD64_SIG);
+            p64(&mut out, 44);
+            p16(&mut out, 45);
+            p16(&mut out, 45);
+            p32(&mut out, 0);
+            p32(&mut out, 0);
+            p64(&mut out, n);
+            p64(&mut out, n);
+            p64(&mut out, cd_size);
+            p64(&mut out, cd_offset);
+            p32(&mut out, LOCATOR_SIG);
+            p32(&mut out, 0);
+            p64(&mut out, eocd64_at);
+            p32(&mut out, 1);
+        }
+        p32(&mut out, EOCD_SIG);
+        p16(&mut out, 0);
+        p16(&mut out, 0);
+        let (n16, size32, off32) = if zip64_end {
+            (u16::MAX, u32::MAX, u32::MAX)
+        } else {
+            (n as u16, cd_size as u32, cd_offset as u32)
+        };
+        p16(&mut out, n16);
+        p16(&mut out, n16);
+        p32(&mut out, size32);
+        p32(&mut out, off32);
+        p16(&mut out, 0);
+        out
+    }
+
+    fn with_json(mut more: Vec<Raw>) -> Vec<Raw> {
+        more.insert(0, Raw::stored("app.json", APP));
+        more.push(Raw::stored("stack.json", STACK));
+        more
+    }
+
+    /// The offset of the end of central directory record in a zip without comment.
+    fn eocd_at(zip: &[u8]) -> usize {
+        zip.len() - EOCD_LEN
+    }
+
+    /// The offset of `name`'s central directory entry.
+    fn central_at(zip: &[u8], name: &str) -> usize {
+        (0..zip.len() - CENTRAL_LEN)
+            .find(|&i| {
+                u32_at(zip, i) == Some(CENTRAL_SIG)
+                    && zip[i + CENTRAL_LEN..].starts_with(name.as_bytes())
+            })
+            .expect("entry in the central directory")
+    }
+
+    fn put32(zip: &mut [u8], at: usize, v: u32) {
+        zip[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    // ---- what a good bundle gives ----
+
+    #[test]
+    fn reads_a_stored_bundle_at_the_root() {
+        let b = read(&simple(Stored)).unwrap();
+        assert_eq!(b.root, "");
+        assert_eq!(
+            b.files,
+            strings(&["app.json", "src/worker/main.py", "stack.json"])
+        );
+        assert_eq!(b.app_json, APP);
+        assert_eq!(b.stack_json, STACK);
+        assert!(b.has_folder("src/worker"));
+        assert!(b.has_folder("src"));
+        assert!(!b.has_folder("src/work"));
+    }
+
+    #[test]
+    fn reads_a_deflated_bundle() {
+        let big_stack = format!(r#"{{"name":"jobs","pad":"{}"}}"#, "x".repeat(100_000));
+        let zip = build(
+            &[
+                File("app.json", APP),
+                File("stack.json", big_stack.as_bytes()),
+                File("w/a", b"a"),
+            ],
+            Deflated,
+        );
+        assert!(zip.len() < 10_000, "the JSON should have been deflated");
+        let b = read(&zip).unwrap();
+        assert_eq!(b.app_json, APP);
+        assert_eq!(b.stack_json, big_stack.as_bytes());
+        assert_eq!(b.files, strings(&["app.json", "stack.json", "w/a"]));
+    }
+
+    #[test]
+    fn a_normal_bundle_takes_four_small_reads() {
+        let src = Counting::new(simple(Deflated));
+        read_bundle(&src, "stack.zip", &Limits::default()).unwrap();
+        // tail, central directory, then one read per JSON file (header + data together).
+        assert_eq!(src.reads.get(), 4);
+    }
+
+    #[test]
+    fn code_entries_are_never_read() {
+        let big = noise(4 << 20);
+        let zip = build(
+            &[
+                File("app.json", APP),
+                File("src/worker/big.bin", &big),
+                File("src/worker/more.bin", &big),
+                File("stack.json", STACK),
+            ],
+            Stored,
+        );
+        assert!(zip.len() > 8 << 20);
+        let src = Counting::new(zip);
+        let b = read_bundle(&src, "stack.zip", &Limits::default()).unwrap();
+        assert_eq!(b.files.len(), 4);
+        assert!(src.reads.get() <= 6, "{} reads", src.reads.get());
+        // The tail read (64 KiB + 22) is the bulk of it; the code's 8 MiB are never asked for.
+        assert!(src.bytes.get() < 70_000, "{} bytes read", src.bytes.get());
+    }
+
+    #[test]
+    fn a_long_local_extra_field_costs_one_more_read() {
+        let mut app = Raw::stored("app.json", APP);
+        app.local_name = None;
+        let mut zip = raw_zip(&with_json(vec![]), false);
+        // Rebuild app.json's local header with a 1000-byte extra field, shifting the rest.
+        let extra_len = 1000usize;
+        let name_end = 30 + "app.json".len();
+        zip[28..30].copy_from_slice(&(extra_len as u16).to_le_bytes());
+        zip.splice(name_end..name_end, std::iter::repeat_n(0u8, extra_len));
+        let fix = |zip: &mut Vec<u8>, at: usize, delta: usize| {
+            let v = u32_at(zip, at).unwrap() + delta as u32;
+            put32(zip, at, v);
+        };
+        let stack_central = central_at(&zip, "stack.json");
+        fix(&mut zip, stack_central + 42, extra_len);
+        let eocd = eocd_at(&zip);
+        fix(&mut zip, eocd + 16, extra_len);
+        let src = Counting::new(zip);
+        let b = read_bundle(&src, "stack.zip", &Limits::default()).unwrap();
+        assert_eq!(b.app_json, APP);
+        assert_eq!(src.reads.get(), 5);
+    }
+
+    #[test]
+    fn strips_a_single_top_folder() {
+        let zip = build(
+            &[
+                Dir("myproj/"),
+                File("myproj/app.json", APP),
+                File("myproj/stack.json", STACK),
+                File("myproj/src/worker/x.py", b""),
+            ],
+            Deflated,
+        );
+        let b = read(&zip).unwrap();
+        assert_eq!(b.root, "myproj/");
+        assert_eq!(
+            b.files,
+            strings(&["app.json", "src/worker/x.py", "stack.json"])
+        );
+        assert_eq!(b.stack_json, STACK);
+        assert!(b.has_folder("src/worker"));
+    }
+
+    #[test]
+    fn ignores_macosx_entries() {
+        let zip = build(
+            &[
+                Dir("myproj/"),
+                File("myproj/app.json", APP),
+                File("myproj/stack.json", STACK),
+                Dir("__MACOSX/"),
+                Dir("__MACOSX/myproj/"),
+                File("__MACOSX/myproj/._app.json", b"\0\x05\x16\x07"),
+            ],
+            Stored,
+        );
+        let b = read(&zip).unwrap();
+        assert_eq!(b.root, "myproj/");
+        assert_eq!(b.files, strings(&["app.json", "stack.json"]));
+    }
+
+    #[test]
+    fn two_top_folders_make_no_root() {
+        let zip = build(
+            &[File("a/app.json", APP), File("b/stack.json", STACK)],
+            Stored,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                "stack.zip: app.json is missing at the bundle's root",
+                "stack.zip: stack.json is missing at the bundle's root"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_file_at_the_top_makes_no_root() {
+        let zip = build(
+            &[
+                File("README.md", b"hi"),
+                File("p/app.json", APP),
+                File("p/stack.json", STACK),
+            ],
+            Stored,
+        );
+        assert_eq!(errors(&zip).len(), 2);
+        // A file named like the folder is not below it either.
+        let zip = build(&[File("p", b"hi"), File("p2/app.json", APP)], Stored);
+        assert_eq!(errors(&zip).len(), 2);
+    }
+
+    #[test]
+    fn a_root_needs_a_file_below_it() {
+        let zip = build(&[Dir("p/"), Dir("p/q/")], Stored);
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                "stack.zip: app.json is missing at the bundle's root",
+                "stack.zip: stack.json is missing at the bundle's root"
+            ])
+        );
+    }
+
+    #[test]
+    fn json_files_must_be_at_the_root() {
+        let zip = build(
+            &[File("app.json", APP), File("config/stack.json", STACK)],
+            Stored,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.zip: stack.json is missing at the bundle's root"])
+        );
+        // A folder named app.json is no file.
+        let zip = build(&[Dir("app.json/"), File("stack.json", STACK)], Stored);
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.zip: app.json is missing at the bundle's root"])
+        );
+    }
+
+    #[test]
+    fn an_empty_zip_lacks_both_files() {
+        let zip = build(&[], Stored);
+        assert_eq!(zip.len(), 22);
+        assert_eq!(errors(&zip).len(), 2);
+    }
+
+    #[test]
+    fn dot_and_empty_components_are_dropped() {
+        let zip = raw_zip(
+            &[
+                Raw::stored("./app.json", APP),
+                Raw::stored("stack.json", STACK),
+                Raw::stored("a//b/./c", b""),
+                Raw::stored("./", b""),
+            ],
+            false,
+        );
+        let b = read(&zip).unwrap();
+        assert_eq!(b.files, strings(&["a/b/c", "app.json", "stack.json"]));
+    }
+
+    #[test]
+    fn duplicate_code_files_are_listed_once() {
+        let zip = raw_zip(
+            &with_json(vec![Raw::stored("w/a", b"1"), Raw::stored("w/a", b"2")]),
+            false,
+        );
+        assert_eq!(
+            read(&zip).unwrap().files,
+            strings(&["app.json", "stack.json", "w/a"])
+        );
+    }
+
+    #[test]
+    fn a_json_file_twice_is_ambiguous() {
+        let zip = raw_zip(&with_json(vec![Raw::stored("app.json", b"{}")]), false);
+        assert_eq!(
+            errors(&zip),
+            strings(&["app.json: appears 2 times in the bundle"])
+        );
+    }
+
+    #[test]
+    fn a_comment_holding_the_signature_is_skipped() {
+        let zip = build_with(
+            &[File("app.json", APP), File("stack.json", STACK)],
+            SimpleFileOptions::default(),
+            |w| w.set_comment("tricky PK\u{5}\u{6} comment"),
+        );
+        assert_eq!(read(&zip).unwrap().app_json, APP);
+        // Trailing bytes after the comment are tolerated too.
+        let mut padded = zip.clone();
+        padded.extend_from_slice(b"junk");
+        assert_eq!(read(&padded).unwrap().app_json, APP);
+    }
+
+    #[test]
+    fn cp437_names_are_decoded() {
+        assert_eq!(CP437_HIGH.chars().count(), 128);
+        let zip = raw_zip(
+            &with_json(vec![Raw::bytes(b"caf\x82/\xe1.txt", b"")]),
+            false,
+        );
+        assert_eq!(
+            read(&zip).unwrap().files,
+            strings(&["app.json", "café/ß.txt", "stack.json"])
+        );
+    }
+
+    // ---- zip64 ----
+
+    #[test]
+    fn reads_zip64_from_the_zip_crate() {
+        let zip = build_with(
+            &[
+                File("app.json", APP),
+                File("stack.json", STACK),
+                File("src/worker/a", b"a"),
+            ],
+            SimpleFileOptions::default()
+                .compression_method(Deflated)
+                .large_file(true),
+            |w| w.set_zip64_comment(Some("")),
+        );
+        assert!(
+            zip.windows(4).any(|w| w == EOCD64_SIG.to_le_bytes()),
+            "a zip64 end record"
+        );
+        let src = Counting::new(zip);
+        let b = read_bundle(&src, "stack.zip", &Limits::default()).unwrap();
+        assert_eq!(b.app_json, APP);
+        assert_eq!(b.stack_json, STACK);
+        assert_eq!(src.reads.get(), 4);
+    }
+
+    #[test]
+    fn reads_zip64_extra_fields() {
+        let mut entries = with_json(vec![Raw::deflated("src/worker/a.py", b"print(1)")]);
+        entries[0] = Raw::deflated("app.json", APP);
+        for e in &mut entries {
+            e.zip64 = true;
+        }
+        let zip = raw_zip(&entries, true);
+        let b = read(&zip).unwrap();
+        assert_eq!(b.app_json, APP);
+        assert_eq!(b.stack_json, STACK);
+        assert_eq!(
+            b.files,
+            strings(&["app.json", "src/worker/a.py", "stack.json"])
+        );
+    }
+
+    #[test]
+    fn a_missing_zip64_extra_field_is_reported() {
+        let mut entries = with_json(vec![]);
+        entries[1].zip64 = true;
+        entries[1].zip64_id = 0x5455;
+        assert_eq!(
+            errors(&raw_zip(&entries, false)),
+            strings(&["stack.zip: is corrupt: entry \"stack.json\" lacks the zip64 extra field its sizes need"])
+        );
+    }
+
+    #[test]
+    fn a_damaged_zip64_end_record_is_reported() {
+        let mut zip = raw_zip(&with_json(vec![]), true);
+        let at = zip.len() - EOCD_LEN - 20 - 56;
+        zip[at] ^= 0xFF;
+        assert_eq!(errors(&zip), strings(&["stack.zip: is corrupt: its zip64 end of central directory record is missing or damaged"]));
+        let mut zip = raw_zip(&with_json(vec![]), true);
+        let locator = zip.len() - EOCD_LEN - 20;
+        zip[locator + 8..locator + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(errors(&zip), strings(&["stack.zip: is corrupt: its zip64 end of central directory record is missing or damaged"]));
+    }
+
+    #[test]
+    fn a_comment_that_looks_like_a_zip64_locator_is_no_zip64() {
+        // The last 20 bytes of the central directory are the last entry's comment: "PK\x06\x07",
+        // a disk number, an offset (0: a local header sits there; or nonsense) and a disk count.
+        for offset in [0u64, u64::MAX / 3] {
+            let mut comment = LOCATOR_SIG.to_le_bytes().to_vec();
+            comment.extend_from_slice(&[0; 4]);
+            comment.extend_from_slice(&offset.to_le_bytes());
+            comment.extend_from_slice(&1u32.to_le_bytes());
+            let last = Raw {
+                comment,
+                ..Raw::stored("w/x", b"")
+            };
+            let zip = raw_zip(
+                &[
+                    Raw::stored("app.json", APP),
+                    Raw::stored("stack.json", STACK),
+                    last,
+                ],
+                false,
+            );
+            assert_eq!(
+                &zip[zip.len() - EOCD_LEN - 20..][..4],
+                &LOCATOR_SIG.to_le_bytes()
+            );
+            assert_eq!(
+                read(&zip).unwrap().files,
+                strings(&["app.json", "stack.json", "w/x"])
+            );
+        }
+    }
+
+    // ---- unsafe names ----
+
+    #[test]
+    fn unsafe_names_are_all_listed() {
+        let zip = raw_zip(
+            &with_json(vec![
+                Raw::stored("../evil", b""),
+                Raw::stored("ok/../../evil", b""),
+                Raw::stored("/etc/passwd", b""),
+                Raw::stored("C:/Windows/x", b""),
+                Raw::stored("c:x", b""),
+                Raw::stored("a\\b", b""),
+                Raw::stored("a\0b", b""),
+                Raw::stored("", b""),
+                Raw::stored("__MACOSX/../../evil", b""),
+                Raw::stored("fine/..x/y..", b""),
+            ]),
+            false,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                r#"stack.zip: entry "../evil" has a ".." path component"#,
+                r#"stack.zip: entry "ok/../../evil" has a ".." path component"#,
+                r#"stack.zip: entry "/etc/passwd" is an absolute path"#,
+                r#"stack.zip: entry "C:/Windows/x" is an absolute path"#,
+                r#"stack.zip: entry "c:x" is an absolute path"#,
+                r#"stack.zip: entry "a\\b" contains a backslash"#,
+                r#"stack.zip: entry "a\0b" contains a NUL byte"#,
+                r#"stack.zip: entry "" has an empty name"#,
+                r#"stack.zip: entry "__MACOSX/../../evil" has a ".." path component"#,
+            ])
+        );
+    }
+
+    #[test]
+    fn the_zip_crate_writes_unsafe_names_we_reject() {
+        let zip = build(
+            &[
+                File("app.json", APP),
+                File("stack.json", STACK),
+                File("../evil", b""),
+            ],
+            Stored,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&[r#"stack.zip: entry "../evil" has a ".." path component"#])
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_with_the_utf8_flag_is_unsafe() {
+        let mut bad = Raw::bytes(b"a\xffb", b"");
+        bad.flags = FLAG_UTF8;
+        assert_eq!(
+            errors(&raw_zip(&with_json(vec![bad]), false)),
+            strings(&["stack.zip: entry \"a\u{fffd}b\" is not valid UTF-8"])
+        );
+    }
+
+    #[test]
+    fn at_most_twenty_unsafe_names_are_listed() {
+        let bad: Vec<Raw> = (0..25)
+            .map(|i| Raw::stored(&format!("/abs/{i}"), b""))
+            .collect();
+        let e = errors(&raw_zip(&with_json(bad), false));
+        assert_eq!(e.len(), 21);
+        assert_eq!(e[0], r#"stack.zip: entry "/abs/0" is an absolute path"#);
+        assert_eq!(e[20], "stack.zip: and 5 more unsafe entry names");
+    }
+
+    #[test]
+    fn unsafe_names_and_missing_files_are_reported_together() {
+        let zip = raw_zip(
+            &[Raw::stored("../x", b""), Raw::stored("app.json", APP)],
+            false,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                r#"stack.zip: entry "../x" has a ".." path component"#,
+                "stack.zip: stack.json is missing at the bundle's root"
+            ])
+        );
+    }
+
+    // ---- the JSON files' own problems ----
+
+    #[test]
+    fn a_large_json_is_rejected_before_inflating() {
+        // Deflated noise: the zip really is over 2 MiB, and nothing of it is inflated or read.
+        let mut big = b"{\"pad\":\"".to_vec();
+        big.extend(noise(2 << 20).iter().map(|b| b'a' + b % 26));
+        big.truncate((2 << 20) - 2);
+        big.extend_from_slice(b"\"}");
+        assert_eq!(big.len(), 2 << 20);
+        for method in [Deflated, Stored] {
+            let zip = build(&[File("app.json", &big), File("stack.json", STACK)], method);
+            assert!(zip.len() > 1 << 20);
+            let src = Counting::new(zip);
+            let e = read_bundle(&src, "stack.zip", &Limits::default()).unwrap_err();
+            assert_eq!(
+                e,
+                vec![Problem::file(
+                    "app.json",
+                    "is 2097152 bytes, over the 1 MiB limit"
+                )]
+            );
+            assert_eq!(src.reads.get(), 3, "tail, central directory, stack.json");
+            assert!(src.bytes.get() < 70_000, "{} bytes read", src.bytes.get());
+        }
+    }
+
+    #[test]
+    fn a_lying_size_does_not_inflate_past_it() {
+        // 2 MiB of zeros deflate to a few KiB; the headers say 100 bytes.
+        let mut app = Raw::deflated("app.json", &vec![0u8; 2 << 20]);
+        app.size = 100;
+        let zip = raw_zip(&[app, Raw::stored("stack.json", STACK)], false);
+        assert!(zip.len() < 10_000);
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                "app.json: is corrupt: it inflates to more than the 100 bytes its header says"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_short_inflation_is_corrupt() {
+        let mut app = Raw::deflated("app.json", APP);
+        app.size += 1;
+        assert_eq!(
+            errors(&raw_zip(&[app, Raw::stored("stack.json", STACK)], false)),
+            strings(&[&format!(
+                "app.json: is corrupt: it inflates to {} bytes but its header says {}",
+                APP.len(),
+                APP.len() + 1
+            )])
+        );
+    }
+
+    #[test]
+    fn a_huge_compressed_size_is_rejected() {
+        let mut zip = raw_zip(&with_json(vec![]), false);
+        let at = central_at(&zip, "stack.json");
+        zip[at + 10] = 8; // deflate
+        put32(&mut zip, at + 20, 0x7FFF_FFFF);
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.json: is corrupt: its compressed size (2147483647 bytes) is too large for the 1 MiB limit"])
+        );
+    }
+
+    #[test]
+    fn a_crc_mismatch_is_reported() {
+        let mut zip = simple(Stored);
+        let at = zip.windows(APP.len()).position(|w| w == APP).unwrap();
+        zip[at + 10] = b'X'; // "my-app" -> "my-Xpp"
+        let good = crc32fast::hash(APP);
+        let bad = crc32fast::hash(&zip[at..at + APP.len()]);
+        assert_eq!(
+            errors(&zip),
+            strings(&[&format!(
+                "app.json: is corrupt: its CRC-32 is {bad:08x} but the zip says {good:08x}"
+            )])
+        );
+    }
+
+    #[test]
+    fn damaged_deflate_data_is_reported() {
+        let mut app = Raw::deflated("app.json", APP);
+        app.data.truncate(3);
+        assert_eq!(
+            errors(&raw_zip(&[app, Raw::stored("stack.json", STACK)], false)),
+            strings(&["app.json: is corrupt: its deflate data is damaged or truncated"])
+        );
+        let mut empty = Raw::deflated("app.json", APP);
+        empty.data.clear();
+        assert_eq!(
+            errors(&raw_zip(&[empty, Raw::stored("stack.json", STACK)], false)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_empty_json_file_reads_as_empty() {
+        let zip = raw_zip(
+            &[
+                Raw::deflated("app.json", b""),
+                Raw::stored("stack.json", b""),
+            ],
+            false,
+        );
+        let b = read(&zip).unwrap();
+        assert!(b.app_json.is_empty() && b.stack_json.is_empty());
+    }
+
+    #[test]
+    fn unsupported_methods_are_named() {
+        let mut app = Raw::stored("app.json", APP);
+        app.method = 12;
+        let mut stack = Raw::stored("stack.json", STACK);
+        stack.method = 99;
+        assert_eq!(
+            errors(&raw_zip(&[app, stack], false)),
+            strings(&[
+                "app.json: uses compression method 12 (bzip2); only stored (0) and deflate (8) are supported",
+                "stack.json: uses compression method 99 (AES encryption); only stored (0) and deflate (8) are supported",
+            ])
+        );
+    }
+
+    #[test]
+    fn encrypted_json_is_reported() {
+        let mut app = Raw::stored("app.json", APP);
+        app.flags = FLAG_ENCRYPTED;
+        assert_eq!(
+            errors(&raw_zip(&[app, Raw::stored("stack.json", STACK)], false)),
+            strings(&["app.json: is encrypted; stackdrop cannot read encrypted files"])
+        );
+    }
+
+    #[test]
+    fn a_symlinked_json_is_reported() {
+        let zip = build_with(
+            &[File("app.json", APP)],
+            SimpleFileOptions::default(),
+            |w| {
+                w.add_symlink("stack.json", "/etc/passwd", SimpleFileOptions::default())
+                    .unwrap()
+            },
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.json: is a symbolic link; it must be a regular file"])
+        );
+    }
+
+    #[test]
+    fn a_stored_size_mismatch_is_reported() {
+        let mut app = Raw::stored("app.json", APP);
+        app.size = 3;
+        assert_eq!(
+            errors(&raw_zip(&[app, Raw::stored("stack.json", STACK)], false)),
+            strings(&[&format!(
+                "app.json: is corrupt: it is stored ({} bytes) but its size says 3 bytes",
+                APP.len()
+            )])
+        );
+    }
+
+    #[test]
+    fn a_local_header_naming_another_file_is_reported() {
+        let mut app = Raw::stored("app.json", APP);
+        app.local_name = Some(b"evil.sh".to_vec());
+        let mut stack = Raw::stored("stack.json", STACK);
+        stack.local_name = Some(b"stack.jsoX".to_vec());
+        assert_eq!(
+            errors(&raw_zip(&[app, stack], false)),
+            strings(&[
+                "app.json: is corrupt: its local header names another file",
+                "stack.json: is corrupt: its local header names another file"
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_local_offsets_are_reported() {
+        let mut zip = raw_zip(&with_json(vec![]), false);
+        let app = central_at(&zip, "app.json");
+        put32(&mut zip, app + 42, 5);
+        let stack = central_at(&zip, "stack.json");
+        let near_end = (zip.len() - 10) as u32;
+        put32(&mut zip, stack + 42, near_end);
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                "app.json: is corrupt: there is no local header at offset 5",
+                &format!("stack.json: is corrupt: its local header (offset {}) lies past the end of the bundle", zip.len() - 10),
+            ])
+        );
+    }
+
+    #[test]
+    fn data_past_the_end_is_reported() {
+        // The last entry's data runs into the central directory and past the end of the file.
+        let mut zip = raw_zip(
+            &[
+                Raw::stored("w/x", b""),
+                Raw::stored("app.json", APP),
+                Raw::stored("stack.json", STACK),
+            ],
+            false,
+        );
+        let at = central_at(&zip, "stack.json");
+        let size = 100_000u32;
+        put32(&mut zip, at + 20, size);
+        put32(&mut zip, at + 24, size);
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.json: is truncated: its data lies past the end of the bundle"])
+        );
+    }
+
+    // ---- not zips, broken zips, limits ----
+
+    #[test]
+    fn empty_input_is_not_a_zip() {
+        assert_eq!(
+            errors(b""),
+            strings(&["stack.zip: not a zip file (it is empty)"])
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_zip() {
+        let no_eocd = strings(&["stack.zip: not a zip file (no end of central directory record)"]);
+        assert_eq!(errors(b"PK"), no_eocd);
+        assert_eq!(errors(&noise(100_000)), no_eocd);
+        assert_eq!(errors(b"{\"name\": \"not a zip\"}"), no_eocd);
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let zip = simple(Deflated);
+        for n in 0..zip.len() {
+            assert!(read(&zip[..n]).is_err(), "truncated at {n}");
+        }
+        // Cut in the middle of the central directory (the end record kept).
+        let eocd = eocd_at(&zip);
+        let mut cut = zip[..eocd - 10].to_vec();
+        cut.extend_from_slice(&zip[eocd..]);
+        let e = errors(&cut);
+        assert!(
+            e[0].starts_with("stack.zip: is truncated or corrupt: its central directory ("),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_past_the_end_is_reported() {
+        let mut zip = simple(Stored);
+        let eocd = eocd_at(&zip);
+        put32(&mut zip, eocd + 16, 0xFFFF_FFF0);
+        let size = u32_at(&zip, eocd + 12).unwrap();
+        assert_eq!(
+            errors(&zip),
+            strings(&[&format!(
+                "stack.zip: is truncated or corrupt: its central directory ({size} bytes at offset 4294967280) lies past the end of the file ({} bytes)",
+                zip.len()
+            )])
+        );
+    }
+
+    #[test]
+    fn a_wrong_entry_count_is_reported() {
+        let mut zip = simple(Stored);
+        let eocd = eocd_at(&zip);
+        zip[eocd + 10..eocd + 12].copy_from_slice(&4u16.to_le_bytes());
+        assert_eq!(errors(&zip), strings(&["stack.zip: is corrupt: its end record counts 4 entries but its central directory holds 5"]));
+        zip[eocd + 10..eocd + 12].copy_from_slice(&1000u16.to_le_bytes());
+        let size = u32_at(&zip, eocd + 12).unwrap();
+        assert_eq!(errors(&zip), strings(&[&format!("stack.zip: is corrupt: a central directory of {size} bytes cannot hold 1000 entries")]));
+    }
+
+    #[test]
+    fn a_damaged_central_entry_is_reported() {
+        let mut zip = simple(Stored);
+        let at = central_at(&zip, "stack.json");
+        zip[at + 28..at + 30].copy_from_slice(&5000u16.to_le_bytes()); // name length
+        assert_eq!(
+            errors(&zip),
+            strings(&["stack.zip: is corrupt: central directory entry #5 is truncated"])
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_before_the_directory_is_read() {
+        let zip = simple(Stored);
+        let src = Counting::new(zip);
+        let limits = Limits {
+            max_entries: 4,
+            ..Limits::default()
+        };
+        let e = read_bundle(&src, "s3://b/k.zip", &limits).unwrap_err();
+        assert_eq!(
+            e,
+            vec![Problem::file(
+                "s3://b/k.zip",
+                "holds 5 entries, over the limit of 4"
+            )]
+        );
+        assert_eq!(src.reads.get(), 1);
+
+        let src = Counting::new(src.inner);
+        let limits = Limits {
+            max_central_directory: 64,
+            ..Limits::default()
+        };
+        let e = read_bundle(&src, "s3://b/k.zip", &limits).unwrap_err();
+        assert!(
+            e[0].to_string()
+                .starts_with("s3://b/k.zip: has a central directory of "),
+            "{e:?}"
+        );
+        assert!(
+            e[0].to_string()
+                .ends_with(" bytes, over the 64 bytes limit"),
+            "{e:?}"
+        );
+        assert_eq!(src.reads.get(), 1);
+
+        let limits = Limits {
+            max_json_bytes: 10,
+            ..Limits::default()
+        };
+        let e = read_bundle(&src.inner, "k.zip", &limits).unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            format!("app.json: is {} bytes, over the 10 bytes limit", APP.len())
+        );
+    }
+
+    #[test]
+    fn source_errors_are_reported() {
+        struct Broken;
+        impl ReadAt for Broken {
+            fn len(&self) -> u64 {
+                1000
+            }
+            fn read_at(&self, _: u64, _: usize) -> Result<Vec<u8>, SourceError> {
+                Err(SourceError("AccessDenied".into()))
+            }
+        }
+        assert_eq!(
+            read_bundle(&Broken, "s3://b/k", &Limits::default()).unwrap_err(),
+            vec![Problem::file("s3://b/k", "cannot be read: AccessDenied")]
+        );
+        struct Short;
+        impl ReadAt for Short {
+            fn len(&self) -> u64 {
+                1000
+            }
+            fn read_at(&self, _: u64, _: usize) -> Result<Vec<u8>, SourceError> {
+                Ok(vec![0; 3])
+            }
+        }
+        assert_eq!(
+            read_bundle(&Short, "s3://b/k", &Limits::default()).unwrap_err(),
+            vec![Problem::file(
+                "s3://b/k",
+                "cannot be read: asked for 1000 bytes at offset 0, got 3"
+            )]
+        );
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(MAX_JSON_BYTES), "1 MiB");
+        assert_eq!(human(32 << 20), "32 MiB");
+        assert_eq!(human(64 << 10), "64 KiB");
+        assert_eq!(human(1000), "1000 bytes");
+    }
+
+    // ---- Bundle ----
+
+    #[test]
+    fn from_files_sorts_and_dedups() {
+        let b = Bundle::from_files(
+            strings(&["b", "a/x", "b", "app.json"]),
+            APP.to_vec(),
+            STACK.to_vec(),
+        );
+        assert_eq!(b.root, "");
+        assert_eq!(b.files, strings(&["a/x", "app.json", "b"]));
+    }
+
+    #[test]
+    fn has_folder_matches_whole_components() {
+        let b = Bundle::from_files(
+            strings(&["app.json", "src/a-b/x", "src/a/y", "src/ab", "stack.json"]),
+            vec![],
+            vec![],
+        );
+        assert!(b.has_folder("src"));
+        assert!(b.has_folder("src/a"));
+        assert!(b.has_folder("src/a/"));
+        assert!(b.has_folder("src/a-b"));
+        assert!(!b.has_folder("src/ab"), "a file is not a folder");
+        assert!(!b.has_folder("sr"));
+        assert!(!b.has_folder("src/a/y"));
+        assert!(!b.has_folder("zzz"));
+        assert!(b.has_folder(""), "the root holds code");
+        let only_config = Bundle::from_files(strings(&["app.json", "stack.json"]), vec![], vec![]);
+        assert!(!only_config.has_folder(""));
+    }
+
+    // ---- nothing panics ----
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = read(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_an_end_record_never_panic(
+            head in proptest::collection::vec(any::<u8>(), 0..300),
+            eocd in proptest::collection::vec(any::<u8>(), 18..=18),
+        ) {
+            let mut bytes = head;
+            bytes.extend_from_slice(&EOCD_SIG.to_le_bytes());
+            bytes.extend_from_slice(&eocd);
+            let n = bytes.len();
+            bytes[n - 2..].copy_from_slice(&[0, 0]);
+            let _ = read(&bytes);
+        }
+
+        #[test]
+        fn mutated_zips_never_panic(
+            which in 0usize..3,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+            do_cut in any::<bool>(),
+        ) {
+            let mut zip = match which {
+                0 => simple(Stored),
+                1 => simple(Deflated),
+                _ => {
+                    let mut entries = with_json(vec![Raw::stored("w/a", b"a")]);
+                    for e in &mut entries { e.zip64 = true; }
+                    raw_zip(&entries, true)
+                }
+            };
+            for (at, byte) in edits {
+                let i = at.index(zip.len());
+                zip[i] = byte;
+            }
+            if do_cut {
+                zip.truncate(cut.index(zip.len() + 1));
+            }
+            let _ = read(&zip);
+        }
+    }
 }

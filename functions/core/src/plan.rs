@@ -149,6 +149,9 @@ pub struct MetadataOptions {
 pub struct RootVolume {
     /// The AMI's root device; the deploy step replaces the default with the AMI's own.
     pub device_name: String,
+    /// The AMI's root snapshot size (GiB), filled in by the deploy step; None offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_gib: Option<i32>,
     pub encrypted: bool,
     pub volume_type: String,
     pub delete_on_termination: bool,
@@ -351,6 +354,7 @@ pub fn plan(config: &Config, zip_root: &str, source: &Source, ctx: &Context) -> 
                 },
                 root_volume: RootVolume {
                     device_name: DEFAULT_ROOT_DEVICE.into(),
+                    size_gib: None,
                     encrypted: true,
                     volume_type: "gp3".into(),
                     delete_on_termination: true,

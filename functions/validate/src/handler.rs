@@ -77,6 +77,7 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
                 if let Some(root) = image.root_device_name {
                     planned.launch_template.root_volume.device_name = root;
                 }
+                planned.launch_template.root_volume.size_gib = image.root_size_gib;
             }
         }
     }

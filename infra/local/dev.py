@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""stackdrop on local AWS: `make dev` and `make demo`.
+
+`dev`  starts, in the foreground, the local AWS environment (moto behind one endpoint, see
+       stackdrop_local.py), the real Lambda binaries under `cargo lambda watch`, and stackdrop's
+       control plane on it (the state table, the permissions boundary, the deploy state machine
+       from statemachine/deploy.asl.json). Then `aws s3 cp stack.zip s3://stackdrop-bundles/`
+       with AWS_ENDPOINT_URL=http://127.0.0.1:4566 deploys.
+`demo` does the same, uploads examples/hello with the AWS CLI, shows each step until the
+       instance is `running`, then stops everything. Exit 0 on success, 1 with the reason.
+
+Also imported by the end-to-end tests (tests/e2e): `Stackdrop(...).start()` / `.stop()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import stackdrop_local  # noqa: E402
+
+# moto knows AWS managed policies (AmazonSSMManagedInstanceCore) only when asked to.
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+FUNCTIONS = ["validate", "provision", "launch", "poll", "finish"]
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+DEPLOY_MACHINE = "stackdrop-deploy"
+BOUNDARY_NAME = "stackdrop-instance-boundary"
+ASL = os.path.join(ROOT, "statemachine", "deploy.asl.json")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def say(msg: str) -> None:
+    print(f"stackdrop: {msg}", flush=True)
+
+
+def function_arn(name: str, region: str = REGION) -> str:
+    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:stackdrop-{name}"
+
+
+def substitutions(region: str = REGION) -> dict[str, str]:
+    return {f"{n.capitalize()}FunctionArn": function_arn(n, region) for n in FUNCTIONS}
+
+
+def definition(region: str = REGION) -> str:
+    """The real ASL file, with the Lambda ARNs substituted as CloudFormation does."""
+    text = open(ASL, encoding="utf-8").read()
+    for key, value in substitutions(region).items():
+        text = text.replace("${" + key + "}", value)
+    return text
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f}s")
+
+
+def build_binaries() -> None:
+    """Builds the five Lambda binaries and the CLI (debug), so cargo lambda watch starts them at once."""
+    t0 = time.monotonic()
+    say("building the Lambda functions and the CLI (cargo build) ...")
+    pkgs = [a for n in FUNCTIONS for a in ("-p", f"stackdrop-{n}")] + ["-p", "stackdrop-cli"]
+    subprocess.run(["cargo", "build", "--locked", *pkgs], cwd=ROOT, check=True)
+    say(f"built in {time.monotonic() - t0:.1f}s")
+
+
+class Stackdrop:
+    """The local environment + the Lambda emulator + stackdrop's control plane."""
+
+    def __init__(self, port: int = 4566, lambda_port: int = 9000, table: str = "stackdrop-state",
+                 log_dir: str | None = None, deadline_seconds: int = 900, quiet: bool = False):
+        self.port = port or stackdrop_local.free_port()
+        self.lambda_port = lambda_port or stackdrop_local.free_port()
+        self.table = table
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="stackdrop-dev-")
+        self.deadline_seconds = deadline_seconds
+        self.quiet = quiet
+        self.emulator: subprocess.Popen | None = None
+        self.env: stackdrop_local.LocalEnvProcess | None = None
+        self.boundary_arn = f"arn:aws:iam::{ACCOUNT}:policy/{BOUNDARY_NAME}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            say(msg)
+
+    def aws_env(self) -> dict[str, str]:
+        """The environment for the AWS CLI / SDKs pointed at local AWS."""
+        env = dict(os.environ)
+        env.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_PAGER": "",
+        })
+        return env
+
+    def client(self, service: str):
+        import boto3
+        from botocore.config import Config
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id="test", aws_secret_access_key="test",
+                            config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                          s3={"addressing_style": "path"}, read_timeout=900))
+
+    def start(self) -> "Stackdrop":
+        t0 = time.monotonic()
+        try:
+            self._start_emulator()
+            self.log(f"starting local AWS (moto) on {self.endpoint} ...")
+            self.env = stackdrop_local.spawn(
+                lambda_url=f"http://127.0.0.1:{self.lambda_port}", port=self.port,
+                log_path=os.path.join(self.log_dir, "local-aws.log"), timeout=90)
+            self._control_plane()
+        except BaseException:
+            self.stop()
+            raise
+        self.log(f"ready in {time.monotonic() - t0:.1f}s: export AWS_ENDPOINT_URL={self.endpoint} "
+                 f"(logs in {self.log_dir})")
+        return self
+
+    def _start_emulator(self) -> None:
+        cargo_lambda = os.path.join(VENV_BIN, "cargo-lambda")
+        if not os.path.exists(cargo_lambda):
+            cargo_lambda = shutil.which("cargo-lambda") or "cargo-lambda"
+        env = self.aws_env()
+        env.update({
+            "STACKDROP_TABLE": self.table,
+            "STACKDROP_PERMISSIONS_BOUNDARY": self.boundary_arn,
+            "STACKDROP_DEADLINE_SECONDS": str(self.deadline_seconds),
+            "RUST_LOG": env.get("RUST_LOG", "info"),
+        })
+        # cargo lambda watch finds `cargo` on PATH; keep the venv's tools reachable too.
+        env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+        passed = ",".join(f"{k}={env[k]}" for k in (
+            "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+            "AWS_DEFAULT_REGION", "STACKDROP_TABLE", "STACKDROP_PERMISSIONS_BOUNDARY",
+            "STACKDROP_DEADLINE_SECONDS", "RUST_LOG"))
+        log = open(os.path.join(self.log_dir, "lambdas.log"), "ab")
+        self.log(f"starting the Lambda functions under cargo lambda watch on :{self.lambda_port} ...")
+        self.emulator = subprocess.Popen(
+            [cargo_lambda, "lambda", "watch", "-A", "127.0.0.1", "-P", str(self.lambda_port),
+             "--ignore-changes", "--env-vars", passed],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_port(self.lambda_port, 120, self.emulator, "cargo lambda watch")
+
+    def _control_plane(self) -> None:
+        """The state table, the permissions boundary and the deploy state machine (idempotent)."""
+        ddb = self.client("dynamodb")
+        try:
+            ddb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                                   {"AttributeName": "sk", "AttributeType": "S"}],
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                        {"AttributeName": "sk", "KeyType": "RANGE"}])
+            self.log(f"created the state table {self.table}")
+        except ddb.exceptions.ResourceInUseException:
+            pass
+        iam = self.client("iam")
+        boundary = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": ["iam:*", "organizations:*", "account:*"], "Resource": "*"}]}
+        try:
+            iam.create_policy(PolicyName=BOUNDARY_NAME, PolicyDocument=json.dumps(boundary),
+                              Description="caps every role stackdrop creates")
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"Service": "states.amazonaws.com"}}]}
+        try:
+            role_arn = iam.create_role(RoleName="stackdrop-states",
+                                       AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        except iam.exceptions.EntityAlreadyExistsException:
+            role_arn = iam.get_role(RoleName="stackdrop-states")["Role"]["Arn"]
+        sfn = self.client("stepfunctions")
+        existing = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
+                    if m["name"] == DEPLOY_MACHINE]
+        if existing:
+            sfn.update_state_machine(stateMachineArn=existing[0], definition=definition())
+        else:
+            sfn.create_state_machine(name=DEPLOY_MACHINE, definition=definition(), roleArn=role_arn,
+                                     type="STANDARD")
+        self.log(f"state machine {DEPLOY_MACHINE} from statemachine/deploy.asl.json")
+
+    def stop(self) -> None:
+        if self.env is not None:
+            self.env.stop()
+            self.env = None
+        if self.emulator is not None and self.emulator.poll() is None:
+            try:
+                os.killpg(self.emulator.pid, signal.SIGTERM)
+                self.emulator.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.emulator.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.emulator = None
+
+    def __enter__(self) -> "Stackdrop":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- helpers for the demo and the tests -------------------------------------------------
+
+    def deploy_machine_arn(self) -> str:
+        return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{DEPLOY_MACHINE}"
+
+    def aws(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """The real AWS CLI (from .venv), pointed at local AWS."""
+        aws = os.path.join(VENV_BIN, "aws")
+        return subprocess.run([aws, *args], env=self.aws_env(), check=check, capture_output=True, text=True)
+
+    def executions_for(self, key: str, version: str | None = None) -> list[dict]:
+        """Deploy executions whose input names this key (and version, if given), oldest first."""
+        sfn = self.client("stepfunctions")
+        found = []
+        for e in sfn.list_executions(stateMachineArn=self.deploy_machine_arn())["executions"]:
+            d = sfn.describe_execution(executionArn=e["executionArn"])
+            text = d.get("input", "")
+            try:
+                event = json.loads(text)
+            except ValueError:
+                continue
+            obj = (event.get("detail") or {}).get("object") or {}
+            k = obj.get("key", event.get("key"))
+            v = obj.get("version-id", event.get("versionId"))
+            if k == key and (version is None or v == version):
+                found.append(d)
+        return sorted(found, key=lambda d: d["startDate"])
+
+    def wait_execution(self, key: str, version: str | None = None, timeout: float = 180,
+                       on_progress=None) -> dict:
+        """Waits for the deploy execution of this upload to finish; returns describe_execution."""
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        arn = None
+        while time.monotonic() < deadline:
+            if arn is None:
+                runs = self.executions_for(key, version)
+                arn = runs[-1]["executionArn"] if runs else None
+            if arn is not None:
+                d = sfn.describe_execution(executionArn=arn)
+                if on_progress:
+                    on_progress(arn)
+                if d["status"] != "RUNNING":
+                    return d
+            time.sleep(0.5)
+        raise TimeoutError(f"no finished deploy execution for {key} within {timeout:.0f}s")
+
+
+def demo(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    if not args.no_build:
+        build_binaries()
+    sd = Stackdrop(port=args.port, lambda_port=args.lambda_port)
+    try:
+        sd.start()
+        zip_path = os.path.join(ROOT, "target", "demo", "hello.zip")
+        os.makedirs(os.path.dirname(zip_path), exist_ok=True)
+        cli = os.path.join(ROOT, "target", "debug", "stackdrop")
+        subprocess.run([cli, "bundle", os.path.join(ROOT, "examples", "hello"), "-o", zip_path], check=True)
+        say("uploading: aws s3 cp target/demo/hello.zip s3://stackdrop-bundles/hello.zip")
+        upload_at = time.monotonic()
+        out = sd.aws("s3", "cp", zip_path, "s3://stackdrop-bundles/hello.zip")
+        print("  " + out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "", flush=True)
+        version = sd.client("s3").head_object(Bucket="stackdrop-bundles", Key="hello.zip").get("VersionId")
+
+        sfn = sd.client("stepfunctions")
+        seen: set[str] = set()
+
+        def progress(arn: str) -> None:
+            events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+            for e in events:
+                if e["type"] in ("TaskStateEntered", "WaitStateEntered", "ChoiceStateEntered", "MapStateEntered",
+                                 "FailStateEntered", "SucceedStateEntered", "PassStateEntered"):
+                    name = e.get("stateEnteredEventDetails", {}).get("name", "?")
+                    key = f"{e['id']}"
+                    if key not in seen:
+                        seen.add(key)
+                        print(f"  +{time.monotonic() - upload_at:5.1f}s  {name}", flush=True)
+
+        result = sd.wait_execution("hello.zip", version, timeout=args.timeout, on_progress=progress)
+        if result["status"] != "SUCCEEDED":
+            say(f"deploy {result['status']}: {result.get('error', '')}: {result.get('cause', '')}")
+            return 1
+        summary = json.loads(result["output"])
+        print(json.dumps(summary, indent=2), flush=True)
+        ec2 = sd.client("ec2")
+        ids = [i["instanceId"] for i in summary["instances"] if i.get("instanceId")]
+        states = {}
+        for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] if ids else []:
+            for i in r["Instances"]:
+                states[i["InstanceId"]] = i["State"]["Name"]
+        if summary["status"] != "succeeded" or not ids or any(s != "running" for s in states.values()):
+            say(f"the stack did not reach running: {summary['status']} {states}")
+            return 1
+        say(f"hello-app/hello is running ({', '.join(f'{k} {v}' for k, v in states.items())}): "
+            f"{time.monotonic() - upload_at:.1f}s from upload, {time.monotonic() - t0:.1f}s in all")
+        subprocess.run([cli, "status", "hello-app/hello"], env=sd.aws_env())
+        return 0
+    except Exception as e:  # noqa: BLE001 - the demo reports any failure and exits non-zero
+        say(f"demo failed: {e}")
+        return 1
+    finally:
+        say("stopping the local environment")
+        sd.stop()
+
+
+def dev(args: argparse.Namespace) -> int:
+    if not args.no_build:
+        build_binaries()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Stackdrop(port=args.port, lambda_port=args.lambda_port):
+        say("deploy with: AWS_ENDPOINT_URL=http://127.0.0.1:%d aws s3 cp stack.zip s3://stackdrop-bundles/" % args.port)
+        say("watch with:  AWS_ENDPOINT_URL=http://127.0.0.1:%d cargo run --bin stackdrop -- status --watch" % args.port)
+        say("Ctrl-C stops everything")
+        stop.wait()
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["dev", "demo"])
+    p.add_argument("--port", type=int, default=4566)
+    p.add_argument("--lambda-port", type=int, default=9000)
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    p.add_argument("--timeout", type=float, default=300, help="demo: seconds to wait for running")
+    args = p.parse_args()
+    return demo(args) if args.command == "demo" else dev(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
