@@ -7,7 +7,10 @@ export CARGO_TERM_COLOR ?= never
 # The local AWS environment and the project-local tools (.venv, .tools/npm).
 -include mk/local.mk
 
-.PHONY: help build test test-rust test-local schema bench fuzz lint fmt clean
+.PHONY: help build build-lambdas test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
+
+# The five Lambda functions and the CLI (debug: what the local environment runs).
+LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,8 +18,26 @@ help: ## this list
 build: ## build every crate (debug)
 	$(CARGO) build --workspace --locked
 
-test: test-rust ## run every test
+build-lambdas:
+	$(CARGO) build --locked $(LAMBDA_PKGS) -p stackdrop-cli
+
+test: test-rust test-asl test-template test-local-env test-e2e ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
+
+test-asl: tools ## check statemachine/*.asl.json with asl-validator
+	@for f in statemachine/*.asl.json; do $(ASL_VALIDATOR) --json-path $$f || exit 1; done
+
+test-template: tools ## lint the deploy template with cfn-lint
+	$(CFN_LINT) infra/template.yaml
+
+test-e2e: tools build-lambdas ## the pipeline end to end on local AWS (moto + cargo lambda)
+	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
+
+dev: tools build-lambdas ## run stackdrop on local AWS in the foreground (endpoint http://127.0.0.1:4566)
+	$(PY) infra/local/dev.py dev --no-build
+
+demo: tools build-lambdas ## deploy examples/hello on local AWS and show it reach `running`
+	$(PY) infra/local/dev.py demo --no-build
 
 test-rust: ## unit, property and CLI tests of the Rust workspace
 	$(CARGO) test --workspace --locked
@@ -25,9 +46,12 @@ schema: ## regenerate schema/*.schema.json from the config types
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema stack > schema/stack.schema.json
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema app > schema/app.schema.json
 
-bench: ## measure `stackdrop validate` on a 1 MiB and a 2 GiB bundle (figures in BENCHMARKS.md)
-	$(CARGO) build --release --locked --bin stackdrop
+bench: tools ## figures for BENCHMARKS.md: validate on 1 MiB / 2 GiB bundles, Lambda sizes and init, the pipeline
+	$(CARGO) build --release --locked $(LAMBDA_PKGS) -p hello-lambda -p stackdrop-cli
 	python3 bench/validate_bench.py --bin target/release/stackdrop --out bench/out
+	$(PY) bench/lambda_bench.py --dir target/release
+	$(MAKE) build-lambdas
+	$(PY) bench/pipeline_bench.py
 
 FUZZ_SECONDS ?= 600
 fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not part of make test)

@@ -40,6 +40,7 @@ Only the standard library and boto3 (from the project's .venv) are used.
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import dataclasses
 import datetime as _dt
@@ -75,6 +76,7 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade", "expect", "content-length",
 }
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 EXECUTION_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")  # stricter than AWS: ASCII letters/digits/_.-
 
 
@@ -186,12 +188,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec (Linux only)
+def _prctl() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: moto dies with us, even on SIGKILL
-    except Exception:
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl  # resolved in the parent: no dlopen after fork
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl() if sys.platform.startswith("linux") else None
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG: moto dies with us, even on SIGKILL
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +216,12 @@ class _Router(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], env: "LocalEnv") -> None:
         self.env = env
         super().__init__(addr, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the client went away: nothing to answer
+        self.env.log(f"router: error serving {client_address}: {exc!r}")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -397,12 +412,14 @@ class LocalEnv:
         self.port = self.config.port
         self.moto_port = self.config.moto_port
         self.moto_log_path: str | None = None
+        self.moto_startup_seconds: float | None = None
         self.queue_url: str | None = None
         self.queue_arn: str | None = None
         self.account: str = "123456789012"
         self.ready = False
         self.lambda_target = urllib.parse.urlsplit(self.config.lambda_url)
-        self.bridged: list[dict[str, Any]] = []  # (for tests) what the bridge started
+        # What the bridge started, newest last (for tests and tools; the last 1000 only).
+        self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -430,8 +447,9 @@ class LocalEnv:
         }
 
     def client(self, service: str, direct: bool = False) -> Any:
-        """A boto3 client with dummy credentials, for this endpoint (or moto itself)."""
-        return boto3.client(
+        """A boto3 client with dummy credentials, for this endpoint (or moto itself). A Session
+        of its own each time: boto3's default session is not safe to share between threads."""
+        return boto3.session.Session().client(
             service, region_name=self.config.region,
             endpoint_url=self.moto_endpoint if direct else self.endpoint,
             aws_access_key_id="test", aws_secret_access_key="test",
@@ -470,10 +488,7 @@ class LocalEnv:
                 self._router.shutdown()
             self._router.server_close()
             self._router = None
-        if self._bridge_thread is not None:
-            self._bridge_thread.join(timeout=self.config.poll_seconds + 10)
-            self._bridge_thread = None
-        if self._moto is not None:
+        if self._moto is not None:  # first: the bridge's pending long poll then ends at once
             if self._moto.poll() is None:
                 self._moto.terminate()
                 try:
@@ -483,6 +498,9 @@ class LocalEnv:
                     self._moto.wait()
                 self.log("stopped moto_server")
             self._moto = None
+        if self._bridge_thread is not None:
+            self._bridge_thread.join(timeout=self.config.poll_seconds + 10)
+            self._bridge_thread = None
         if self._moto_log_file is not None:
             self._moto_log_file.close()
             self._moto_log_file = None
@@ -512,11 +530,13 @@ class LocalEnv:
                                    "(another environment running? use --moto-port)")
         self.moto_log_path = self.config.moto_log or os.path.join(
             tempfile.gettempdir(), f"stackdrop-moto-{self.port}.log")
-        self._moto_log_file = open(self.moto_log_path, "ab")
+        self._moto_log_file = open(self.moto_log_path, "wb")
         env = dict(os.environ)
         env["MOTO_PORT"] = str(self.port)  # moto's Step Functions calls Lambda via localhost:PORT
         for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
             env.pop(var, None)
+        for var in ("NO_PROXY", "no_proxy"):  # moto's own boto3 calls go to localhost
+            env[var] = ",".join(filter(None, [env.get(var), "localhost", "127.0.0.1"]))
         moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
         cmd = ([moto_server] if os.path.exists(moto_server)
                else [sys.executable, "-m", "moto.server"])
@@ -525,7 +545,7 @@ class LocalEnv:
             cmd + ["-H", "127.0.0.1", "-p", str(self.moto_port)], env=env,
             stdin=subprocess.DEVNULL, stdout=self._moto_log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop moto ourselves
-            preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None)
+            preexec_fn=_set_pdeathsig if _PRCTL is not None else None)
         deadline = t0 + self.config.moto_start_timeout
         while True:
             if self._stop.is_set():
@@ -535,7 +555,7 @@ class LocalEnv:
                 raise StartupError(f"moto_server exited with {code} at start; "
                                    f"see {self.moto_log_path}:\n{self._moto_log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.moto_endpoint}/moto-api/config", timeout=2):
+                with _DIRECT.open(f"{self.moto_endpoint}/moto-api/config", timeout=2):
                     break
             except OSError:
                 pass
@@ -560,7 +580,7 @@ class LocalEnv:
             f"{self.moto_endpoint}/moto-api/config", method="POST",
             data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with _DIRECT.open(req, timeout=10) as resp:
             if resp.status not in (200, 201):
                 raise StartupError(f"moto /moto-api/config answered {resp.status}")
         self.log("[3/6] moto: Step Functions real execution on")
@@ -579,7 +599,7 @@ class LocalEnv:
         s3.put_bucket_notification_configuration(
             Bucket=c.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
 
-        sqs = self.client("sqs", direct=True)
+        sqs = self._hook_sqs = self.client("sqs", direct=True)  # also used by router threads
         self.queue_url = sqs.create_queue(QueueName=c.queue_name)["QueueUrl"]
         self.queue_arn = sqs.get_queue_attributes(
             QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -754,8 +774,9 @@ class LocalEnv:
                 "deletion-type": "Delete Marker Created",
             },
         }
-        self.client("sqs", direct=True).send_message(QueueUrl=self.queue_url,
-                                                     MessageBody=json.dumps(event))
+        self._hook_sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(event))
+        self.log(f"router: {self.config.bucket}/{key}: delete marker created; moto sends no "
+                 "event for it, so an Object Deleted event was queued")
 
 
 # --------------------------------------------------------------------------------------------
@@ -787,7 +808,7 @@ class LocalEnvProcess:
                 raise StartupError(f"stackdrop_local.py exited with {self.proc.returncode}; "
                                    f"see {self.log_path}:\n{self.output()}")
             try:
-                with urllib.request.urlopen(self.endpoint + HEALTH_PATH, timeout=2) as r:
+                with _DIRECT.open(self.endpoint + HEALTH_PATH, timeout=2) as r:
                     if json.load(r).get("ready"):
                         return self
             except OSError:

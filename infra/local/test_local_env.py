@@ -99,7 +99,7 @@ def fake_lambda():
 
 
 @pytest.fixture(scope="module")
-def env(fake_lambda):
+def env(fake_lambda, tmp_path_factory):
     lines: list[str] = []
 
     def log(line: str) -> None:
@@ -107,7 +107,7 @@ def env(fake_lambda):
         print(f"stackdrop-local: {line}", flush=True)
 
     config = sl.Config(port=0, moto_port=0, lambda_url=fake_lambda.url, retry_seconds=1,
-                       poll_seconds=1)
+                       poll_seconds=1, moto_log=str(tmp_path_factory.mktemp("moto") / "moto.log"))
     e = sl.LocalEnv(config, log=log)
     e.lines = lines  # type: ignore[attr-defined]
     e.start()
@@ -258,9 +258,17 @@ def test_s3_cli_multipart_upload_and_ranged_get(env, deploy_machine, tmp_path):
     src.write_bytes(os.urandom(20 * 1024 * 1024))
     key = "big/big bundle.zip"
     aws(env, "s3", "cp", "--only-show-errors", str(src), f"s3://{BUCKET}/{key}")
+    aws(env, "s3", "mb", "s3://stackdrop-local-scratch")
     back = tmp_path / "back.zip"
     aws(env, "s3", "cp", "--only-show-errors", f"s3://{BUCKET}/{key}", str(back))
     assert back.read_bytes() == src.read_bytes()
+    # 3 MB: one PutObject with Expect: 100-continue (botocore adds it from 1 MB on).
+    mid = tmp_path / "mid.bin"
+    mid.write_bytes(os.urandom(3 * 1024 * 1024))
+    aws(env, "s3", "cp", "--only-show-errors", str(mid), "s3://stackdrop-local-scratch/mid.bin")
+    aws(env, "s3", "cp", "--only-show-errors", "s3://stackdrop-local-scratch/mid.bin",
+        str(tmp_path / "mid.back"))
+    assert (tmp_path / "mid.back").read_bytes() == mid.read_bytes()
 
     s3 = client(env, "s3", s3={"addressing_style": "path"})
     part = s3.get_object(Bucket=BUCKET, Key=key, Range="bytes=100-199")
@@ -280,7 +288,10 @@ def test_s3_cli_multipart_upload_and_ranged_get(env, deploy_machine, tmp_path):
 
 def test_chunked_request_body_is_forwarded(env):
     s3 = client(env, "s3", s3={"addressing_style": "path"})
-    s3.create_bucket(Bucket="stackdrop-local-scratch")
+    try:
+        s3.create_bucket(Bucket="stackdrop-local-scratch")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
     payload = [b"hello ", b"chunked ", b"world" * 1000]
     conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
     conn.request("PUT", "/stackdrop-local-scratch/chunked.txt", body=iter(payload),
