@@ -31,7 +31,9 @@ impl ReadAt for LocalFile {
 
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, SourceError> {
         let mut buf = vec![0; len];
-        self.file.read_exact_at(&mut buf, offset).map_err(|e| SourceError(e.to_string()))?;
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| SourceError(e.to_string()))?;
         Ok(buf)
     }
 }
@@ -43,8 +45,12 @@ pub fn validate_path(path: &Path) -> Result<Result<ValidBundle, Vec<Problem>>, F
         return Ok(read_folder(path).and_then(|b| validate::validate_bundle(&b)));
     }
     let file = LocalFile::open(path).map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(bundle::read_bundle(&file, &name, &Limits::default()).and_then(|b| validate::validate_bundle(&b)))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(bundle::read_bundle(&file, &name, &Limits::default())
+        .and_then(|b| validate::validate_bundle(&b)))
 }
 
 /// Every regular file below `dir`, relative, `/`-separated, sorted (folders named `.git` skipped).
@@ -56,14 +62,19 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, Fatal> {
         for entry in entries {
             let entry = entry.map_err(|e| Fatal(format!("{}: {e}", d.display())))?;
             let path = entry.path();
-            let ft = entry.file_type().map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
             if ft.is_dir() {
                 if entry.file_name() != ".git" {
                     stack.push(path);
                 }
             } else if ft.is_file() {
                 let rel = path.strip_prefix(dir).expect("below dir");
-                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 out.push(rel.join("/"));
             }
         }
@@ -76,7 +87,10 @@ fn read_json(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> Vec<u8> {
     let path = dir.join(name);
     match std::fs::metadata(&path) {
         Ok(m) if m.len() > bundle::MAX_JSON_BYTES => {
-            problems.push(Problem::file(name, format!("is {} bytes, over the 1 MiB limit", m.len())));
+            problems.push(Problem::file(
+                name,
+                format!("is {} bytes, over the 1 MiB limit", m.len()),
+            ));
             Vec::new()
         }
         Ok(_) => std::fs::read(&path).unwrap_or_else(|e| {
@@ -85,7 +99,10 @@ fn read_json(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> Vec<u8> {
         }),
         Err(_) => {
             let folder = dir.display();
-            problems.push(Problem::file(folder.to_string(), format!("{name} is missing at the bundle's root")));
+            problems.push(Problem::file(
+                folder.to_string(),
+                format!("{name} is missing at the bundle's root"),
+            ));
             Vec::new()
         }
     }
@@ -93,7 +110,8 @@ fn read_json(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> Vec<u8> {
 
 /// A folder read as a bundle (the same rules as a zip: the two JSON files at its root).
 pub fn read_folder(dir: &Path) -> Result<Bundle, Vec<Problem>> {
-    let files = list_files(dir).map_err(|Fatal(m)| vec![Problem::file(dir.display().to_string(), m)])?;
+    let files =
+        list_files(dir).map_err(|Fatal(m)| vec![Problem::file(dir.display().to_string(), m)])?;
     let mut problems = Vec::new();
     let app = read_json(dir, "app.json", &mut problems);
     let stack = read_json(dir, "stack.json", &mut problems);
@@ -124,11 +142,18 @@ pub fn zip_folder(dir: &Path, output: &Path) -> Result<ZipStats, Fatal> {
         if path.canonicalize().ok() == tmp.canonicalize().ok() {
             continue;
         }
-        let mode = std::fs::metadata(&path).map_err(|e| fatal(&e))?.permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| fatal(&e))?
+            .permissions()
+            .mode();
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(mode & 0o777)
-            .large_file(std::fs::metadata(&path).map(|m| m.len() >= 0xFFFF_FFFF).unwrap_or(false));
+            .large_file(
+                std::fs::metadata(&path)
+                    .map(|m| m.len() >= 0xFFFF_FFFF)
+                    .unwrap_or(false),
+            );
         zip.start_file(rel.as_str(), opts).map_err(|e| fatal(&e))?;
         let mut f = File::open(&path).map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
         std::io::copy(&mut f, &mut zip).map_err(|e| fatal(&e))?;
@@ -139,5 +164,8 @@ pub fn zip_folder(dir: &Path, output: &Path) -> Result<ZipStats, Fatal> {
     drop(file);
     std::fs::rename(&tmp, output).map_err(|e| fatal(&e))?;
     let bytes = std::fs::metadata(output).map_err(|e| fatal(&e))?.len();
-    Ok(ZipStats { files: count, bytes })
+    Ok(ZipStats {
+        files: count,
+        bytes,
+    })
 }

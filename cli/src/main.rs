@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "stackdrop", version, about = "Deploy a zip of code to EC2 by dropping it in S3.")]
+#[command(
+    name = "stackdrop",
+    version,
+    about = "Deploy a zip of code to EC2 by dropping it in S3."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,7 +100,11 @@ fn main() -> ExitCode {
             for p in &problems {
                 eprintln!("{p}");
             }
-            eprintln!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{} problem{} found",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
             ExitCode::from(1)
         }
         Err(Fatal(msg)) => {
@@ -114,13 +122,27 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
                 Err(p) => return Ok(Outcome::Invalid(p)),
             };
             // The offline plan catches the size limits (user data, policy) too.
-            if let Err(p) = plan::plan(&valid.config, &valid.root, &default_source(&path, None), &Context::default()) {
+            if let Err(p) = plan::plan(
+                &valid.config,
+                &valid.root,
+                &default_source(&path, None),
+                &Context::default(),
+            ) {
                 return Ok(Outcome::Invalid(p));
             }
             println!("{}: valid ({})", path.display(), summary(&valid));
             Ok(Outcome::Ok)
         }
-        Command::Plan { path, json, bucket, key, version_id, region, account, permissions_boundary } => {
+        Command::Plan {
+            path,
+            json,
+            bucket,
+            key,
+            version_id,
+            region,
+            account,
+            permissions_boundary,
+        } => {
             let valid = match local::validate_path(&path)? {
                 Ok(v) => v,
                 Err(p) => return Ok(Outcome::Invalid(p)),
@@ -130,13 +152,21 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
             if let Some(k) = key {
                 source.key = k;
             }
-            let ctx = Context { region, account, permissions_boundary, ..Context::default() };
+            let ctx = Context {
+                region,
+                account,
+                permissions_boundary,
+                ..Context::default()
+            };
             let plan = match plan::plan(&valid.config, &valid.root, &source, &ctx) {
                 Ok(p) => p,
                 Err(p) => return Ok(Outcome::Invalid(p)),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Fatal(e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).map_err(|e| Fatal(e.to_string()))?
+                );
             } else {
                 print!("{}", plan.describe());
             }
@@ -160,7 +190,12 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
             );
             Ok(Outcome::Ok)
         }
-        Command::Status { stack, watch, json, table } => {
+        Command::Status {
+            stack,
+            watch,
+            json,
+            table,
+        } => {
             status::run(stack, watch, json, table)?;
             Ok(Outcome::Ok)
         }
@@ -193,6 +228,14 @@ fn default_source(path: &Path, version_id: Option<String>) -> Source {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "stack".into());
-    let key = if name.ends_with(".zip") { name } else { format!("{name}.zip") };
-    Source { bucket: "stackdrop-bundles".into(), key, version_id }
+    let key = if name.ends_with(".zip") {
+        name
+    } else {
+        format!("{name}.zip")
+    };
+    Source {
+        bucket: "stackdrop-bundles".into(),
+        key,
+        version_id,
+    }
 }

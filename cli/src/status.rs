@@ -16,16 +16,24 @@ const FINAL: &[&str] = &["running", "failed", "superseded", "unchanged", "succee
 
 async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
     let fatal = |e: stackdrop_adapters::Failure| Fatal(e.to_string());
-    let Some(stack) = store.stack(stack_id).await.map_err(fatal)? else { return Ok(None) };
+    let Some(stack) = store.stack(stack_id).await.map_err(fatal)? else {
+        return Ok(None);
+    };
     let current = match &stack.current {
         Some(d) => store.deployment(stack_id, d).await.map_err(fatal)?,
         None => None,
     };
     let desired = match &stack.desired {
-        Some(d) if Some(d) != stack.current.as_ref() => store.deployment(stack_id, d).await.map_err(fatal)?,
+        Some(d) if Some(d) != stack.current.as_ref() => {
+            store.deployment(stack_id, d).await.map_err(fatal)?
+        }
         _ => None,
     };
-    Ok(Some(Status { stack, current, desired }))
+    Ok(Some(Status {
+        stack,
+        current,
+        desired,
+    }))
 }
 
 async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
@@ -41,7 +49,13 @@ async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| Fatal(format!("reading {}: {}", store.table, stackdrop_adapters::Failure::aws("Scan", e).message)))?;
+            .map_err(|e| {
+                Fatal(format!(
+                    "reading {}: {}",
+                    store.table,
+                    stackdrop_adapters::Failure::aws("Scan", e).message
+                ))
+            })?;
         for item in out.items() {
             if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
                 ids.push(pk.trim_start_matches("stack#").to_string());
@@ -69,17 +83,34 @@ fn render(s: &Status) -> String {
         "stack {}: {}\n  current  {}\n  desired  {}\n",
         st.stack_id,
         st.status.as_deref().unwrap_or("unknown"),
-        st.current.as_deref().map(|d| format!("{d} ({})", st.current_source.as_deref().unwrap_or(""))).unwrap_or_else(|| "none".into()),
-        st.desired.as_deref().map(|d| format!("{d} ({})", st.desired_source.as_deref().unwrap_or(""))).unwrap_or_else(|| "none".into()),
+        st.current
+            .as_deref()
+            .map(|d| format!("{d} ({})", st.current_source.as_deref().unwrap_or("")))
+            .unwrap_or_else(|| "none".into()),
+        st.desired
+            .as_deref()
+            .map(|d| format!("{d} ({})", st.desired_source.as_deref().unwrap_or("")))
+            .unwrap_or_else(|| "none".into()),
     );
     if let Some(e) = &st.last_error {
         out.push_str(&format!("  last error  {e}\n"));
     }
-    for (label, d) in [("deployment in progress", &s.desired), ("current deployment", &s.current)] {
+    for (label, d) in [
+        ("deployment in progress", &s.desired),
+        ("current deployment", &s.current),
+    ] {
         let Some(d) = d else { continue };
-        out.push_str(&format!("\n{label} {} ({}): {}\n", d.deployment, d.source, d.status));
+        out.push_str(&format!(
+            "\n{label} {} ({}): {}\n",
+            d.deployment, d.source, d.status
+        ));
         for step in &d.steps {
-            out.push_str(&format!("  {:>8}  {:<9} {}\n", when(step.at, d.started_at), step.step, step.detail));
+            out.push_str(&format!(
+                "  {:>8}  {:<9} {}\n",
+                when(step.at, d.started_at),
+                step.step,
+                step.detail
+            ));
         }
         let mut names: Vec<&String> = d.instances.keys().collect();
         names.sort();
@@ -89,8 +120,14 @@ fn render(s: &Status) -> String {
                 "  instance {n}: {} {}{}{}\n",
                 i.instance_id.as_deref().unwrap_or("-"),
                 i.state.as_deref().unwrap_or("-"),
-                i.private_ip.as_deref().map(|ip| format!(" private {ip}")).unwrap_or_default(),
-                i.public_ip.as_deref().map(|ip| format!(" public {ip}")).unwrap_or_default(),
+                i.private_ip
+                    .as_deref()
+                    .map(|ip| format!(" private {ip}"))
+                    .unwrap_or_default(),
+                i.public_ip
+                    .as_deref()
+                    .map(|ip| format!(" public {ip}"))
+                    .unwrap_or_default(),
             ));
         }
         if let Some(e) = &d.error {
@@ -101,7 +138,10 @@ fn render(s: &Status) -> String {
 }
 
 pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Result<(), Fatal> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Fatal(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal(e.to_string()))?;
     rt.block_on(async {
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = Store::new(aws_sdk_dynamodb::Client::new(&conf), table);
@@ -118,12 +158,20 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
             for id in &ids {
                 match load(&store, id).await? {
                     Some(s) => statuses.push(s),
-                    None if stack.is_some() => return Err(Fatal(format!("no stack {id:?} in {} (stacks are named app/stack)", store.table))),
+                    None if stack.is_some() => {
+                        return Err(Fatal(format!(
+                            "no stack {id:?} in {} (stacks are named app/stack)",
+                            store.table
+                        )))
+                    }
                     None => {}
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&statuses).map_err(|e| Fatal(e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&statuses).map_err(|e| Fatal(e.to_string()))?
+                );
             } else {
                 if watch {
                     print!("\x1b[2J\x1b[H");
@@ -132,7 +180,9 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
                     println!("{}", render(s));
                 }
             }
-            let settled = statuses.iter().all(|s| FINAL.contains(&s.stack.status.as_deref().unwrap_or("")));
+            let settled = statuses
+                .iter()
+                .all(|s| FINAL.contains(&s.stack.status.as_deref().unwrap_or("")));
             if !watch || settled {
                 return Ok(());
             }

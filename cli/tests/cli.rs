@@ -4,11 +4,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn stackdrop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackdrop")).args(args).output().expect("stackdrop runs")
+    Command::new(env!("CARGO_BIN_EXE_stackdrop"))
+        .args(args)
+        .output()
+        .expect("stackdrop runs")
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn hello() -> PathBuf {
@@ -49,16 +55,29 @@ fn edit(path: &Path, from: &str, to: &str) {
 fn the_example_folder_is_valid() {
     let out = stackdrop(&["validate", hello().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("valid (app hello-app, stack hello, 1 instance: greeter)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("valid (app hello-app, stack hello, 1 instance: greeter)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
 fn bundle_then_validate_the_zip() {
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("hello.zip");
-    let out = stackdrop(&["bundle", hello().to_str().unwrap(), "-o", zip.to_str().unwrap()]);
+    let out = stackdrop(&[
+        "bundle",
+        hello().to_str().unwrap(),
+        "-o",
+        zip.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("3 files"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("3 files"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = stackdrop(&["validate", zip.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!dir.path().join("hello.zip.partial").exists());
@@ -70,7 +89,10 @@ fn a_zip_under_one_folder_reads_as_its_root() {
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("nested.zip");
     let st = Command::new("python3")
-        .args(["-c", "import shutil,sys; shutil.make_archive(sys.argv[1], 'zip', sys.argv[2], 'hello')"])
+        .args([
+            "-c",
+            "import shutil,sys; shutil.make_archive(sys.argv[1], 'zip', sys.argv[2], 'hello')",
+        ])
         .arg(dir.path().join("nested"))
         .arg(repo().join("examples"))
         .status()
@@ -80,15 +102,26 @@ fn a_zip_under_one_folder_reads_as_its_root() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = stackdrop(&["plan", "--json", zip.to_str().unwrap()]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(plan["instances"][0]["launchTemplate"]["userData"].as_str().unwrap().contains("SD_PREFIX='hello/src/hello/'"));
+    assert!(plan["instances"][0]["launchTemplate"]["userData"]
+        .as_str()
+        .unwrap()
+        .contains("SD_PREFIX='hello/src/hello/'"));
 }
 
 #[test]
 fn every_problem_is_listed_with_file_and_path_and_exit_1() {
     let d = hello_copy();
-    edit(&d.path().join("stack.json"), r#""type": "t3.micro""#, r#""type": "huge""#);
+    edit(
+        &d.path().join("stack.json"),
+        r#""type": "t3.micro""#,
+        r#""type": "huge""#,
+    );
     edit(&d.path().join("stack.json"), r#""command""#, r#""comand""#);
-    edit(&d.path().join("stack.json"), r#""./src/hello""#, r#""./src/missing""#);
+    edit(
+        &d.path().join("stack.json"),
+        r#""./src/hello""#,
+        r#""./src/missing""#,
+    );
     let out = stackdrop(&["validate", d.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -100,16 +133,27 @@ fn every_problem_is_listed_with_file_and_path_and_exit_1() {
     edit(&d.path().join("stack.json"), r#""comand""#, r#""command""#);
     let out = stackdrop(&["validate", d.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains(r#"stack.json: /instances/greeter/code: folder "src/missing" is not in the bundle"#));
+    assert!(text(&out.stderr).contains(
+        r#"stack.json: /instances/greeter/code: folder "src/missing" is not in the bundle"#
+    ));
 }
 
 #[test]
 fn broken_json_names_line_and_column() {
     let d = hello_copy();
-    edit(&d.path().join("app.json"), r#""name": "hello-app","#, r#""name": "hello-app""#);
+    edit(
+        &d.path().join("app.json"),
+        r#""name": "hello-app","#,
+        r#""name": "hello-app""#,
+    );
     let out = stackdrop(&["validate", d.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("app.json: invalid JSON at line 4, column 3: expected `,` or `}`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .starts_with("app.json: invalid JSON at line 4, column 3: expected `,` or `}`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -119,7 +163,11 @@ fn not_a_zip_is_a_clear_error() {
     std::fs::write(&f, b"this is not a zip file at all").unwrap();
     let out = stackdrop(&["validate", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("stack.zip: not a zip file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("stack.zip: not a zip file"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -136,7 +184,12 @@ fn bundle_refuses_an_invalid_folder_and_writes_nothing() {
     let d = hello_copy();
     edit(&d.path().join("stack.json"), r#""t3.micro""#, r#""huge""#);
     let zip = d.path().join("out.zip");
-    let out = stackdrop(&["bundle", d.path().to_str().unwrap(), "-o", zip.to_str().unwrap()]);
+    let out = stackdrop(&[
+        "bundle",
+        d.path().to_str().unwrap(),
+        "-o",
+        zip.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!zip.exists());
 }
@@ -146,43 +199,80 @@ fn plan_shows_what_would_be_created() {
     let out = stackdrop(&["plan", hello().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("IAM role          hello-app--hello--instance--greeter"), "{s}");
+    assert!(
+        s.contains("IAM role          hello-app--hello--instance--greeter"),
+        "{s}"
+    );
     assert!(s.contains("log group         /stackdrop/instance/hello-app--hello--instance--greeter (retention 30 days)"), "{s}");
-    assert!(s.contains("IMDSv2 required, hop limit 1, encrypted gp3 root volume"), "{s}");
+    assert!(
+        s.contains("IMDSv2 required, hop limit 1, encrypted gp3 root volume"),
+        "{s}"
+    );
 }
 
 #[test]
 fn plan_json_is_for_machines() {
     let out = stackdrop(&[
-        "plan", "--json", "--bucket", "b", "--key", "k.zip", "--version-id", "v9", "--account", "111122223333",
-        "--permissions-boundary", "arn:aws:iam::111122223333:policy/boundary", hello().to_str().unwrap(),
+        "plan",
+        "--json",
+        "--bucket",
+        "b",
+        "--key",
+        "k.zip",
+        "--version-id",
+        "v9",
+        "--account",
+        "111122223333",
+        "--permissions-boundary",
+        "arn:aws:iam::111122223333:policy/boundary",
+        hello().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let i = &plan["instances"][0];
-    assert_eq!(plan["source"], serde_json::json!({"bucket": "b", "key": "k.zip", "versionId": "v9"}));
-    assert_eq!(i["role"]["permissionsBoundary"], "arn:aws:iam::111122223333:policy/boundary");
+    assert_eq!(
+        plan["source"],
+        serde_json::json!({"bucket": "b", "key": "k.zip", "versionId": "v9"})
+    );
+    assert_eq!(
+        i["role"]["permissionsBoundary"],
+        "arn:aws:iam::111122223333:policy/boundary"
+    );
     assert_eq!(i["launchTemplate"]["metadata"]["httpTokens"], "required");
-    assert_eq!(i["image"], "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64");
+    assert_eq!(
+        i["image"],
+        "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+    );
     let ud = i["launchTemplate"]["userData"].as_str().unwrap();
     assert!(ud.contains("SD_VERSION='v9'") && ud.contains("SD_BUCKET='b'"));
 }
 
 #[test]
 fn schema_prints_and_matches_the_committed_files() {
-    for (arg, file) in [("stack", "schema/stack.schema.json"), ("app", "schema/app.schema.json")] {
+    for (arg, file) in [
+        ("stack", "schema/stack.schema.json"),
+        ("app", "schema/app.schema.json"),
+    ] {
         let out = stackdrop(&["schema", arg]);
         assert!(out.status.success());
         let committed = std::fs::read_to_string(repo().join(file)).unwrap_or_default();
-        assert_eq!(text(&out.stdout), committed, "{file} is stale: run `make schema`");
+        assert_eq!(
+            text(&out.stdout),
+            committed,
+            "{file} is stale: run `make schema`"
+        );
     }
 }
 
 #[test]
 fn examples_point_at_the_schema() {
     for f in ["app.json", "stack.json"] {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(hello().join(f)).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(hello().join(f)).unwrap()).unwrap();
         let schema = v["$schema"].as_str().unwrap();
-        assert!(hello().join(schema).exists(), "{f}: {schema} does not exist");
+        assert!(
+            hello().join(schema).exists(),
+            "{f}: {schema} does not exist"
+        );
     }
 }

@@ -57,11 +57,12 @@ def test_upload_reaches_running_with_every_resource(sd, bundles):
     t = tags(inst)
     assert t["stackdrop:stack"] == "hello" and t["stackdrop:instance"] == "greeter"
     assert t["stackdrop:source"] == f"s3://{BUCKET}/{key}" and t["stackdrop:source-version"] == version
-    assert inst["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{name}")
+    assert inst["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/stackdrop/{name}")
     assert inst["MetadataOptions"]["HttpTokens"] == "required"
 
     iam = sd.client("iam")
     role = iam.get_role(RoleName=name)["Role"]
+    assert role["Path"] == "/stackdrop/"
     assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == sd.boundary_arn
     policy = iam.get_role_policy(RoleName=name, PolicyName="stackdrop-instance")["PolicyDocument"]
     if isinstance(policy, str):

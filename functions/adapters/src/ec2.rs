@@ -3,11 +3,13 @@
 use crate::error::{Failure, Kind};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    IpPermission, IpRange, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
-    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateSpecification,
-    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, Tag,
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, IpPermission, IpRange, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateSpecification, LaunchTemplateTagSpecificationRequest,
+    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, Tag,
     TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
@@ -16,11 +18,17 @@ use sha2::{Digest, Sha256};
 use stackdrop_core::plan::InstancePlan;
 
 fn ec2_tags(plan: &InstancePlan) -> Vec<Tag> {
-    plan.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    plan.tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 fn filter(name: &str, values: &[&str]) -> Filter {
-    Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
 }
 
 /// An image as the deploy needs it.
@@ -35,15 +43,25 @@ pub struct Image {
 
 /// Resolves `resolve:ssm:/param` to an AMI id (EC2 does the same at launch; resolving here
 /// lets the architecture be checked and pins the AMI for the whole deployment).
-pub async fn resolve_image(ssm: &aws_sdk_ssm::Client, image: &str) -> Result<Result<String, String>, Failure> {
-    let Some(param) = image.strip_prefix("resolve:ssm:") else { return Ok(Ok(image.to_string())) };
+pub async fn resolve_image(
+    ssm: &aws_sdk_ssm::Client,
+    image: &str,
+) -> Result<Result<String, String>, Failure> {
+    let Some(param) = image.strip_prefix("resolve:ssm:") else {
+        return Ok(Ok(image.to_string()));
+    };
     match ssm.get_parameter().name(param).send().await {
         Ok(out) => match out.parameter().and_then(|p| p.value()) {
             Some(v) => Ok(Ok(v.to_string())),
             None => Ok(Err(format!("SSM parameter {param} has no value"))),
         },
-        Err(e) if e.code() == Some("ParameterNotFound") || e.code() == Some("ParameterVersionNotFound") => {
-            Ok(Err(format!("SSM parameter {param} does not exist in this region")))
+        Err(e)
+            if e.code() == Some("ParameterNotFound")
+                || e.code() == Some("ParameterVersionNotFound") =>
+        {
+            Ok(Err(format!(
+                "SSM parameter {param} does not exist in this region"
+            )))
         }
         Err(e) => Err(Failure::aws("GetParameter", e)),
     }
@@ -54,7 +72,10 @@ pub async fn describe_image(ec2: &Client, id: &str) -> Result<Option<Image>, Fai
     match ec2.describe_images().image_ids(id).send().await {
         Ok(out) => Ok(out.images().first().map(|i| Image {
             id: id.to_string(),
-            architecture: i.architecture().map(|a| a.as_str().to_string()).unwrap_or_default(),
+            architecture: i
+                .architecture()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
             root_device_name: i.root_device_name().map(String::from),
             root_size_gib: i
                 .block_device_mappings()
@@ -76,12 +97,21 @@ pub async fn default_vpc(ec2: &Client) -> Result<(String, String), Failure> {
         .send()
         .await
         .map_err(|e| Failure::aws("DescribeVpcs", e))?;
-    let vpc = out.vpcs().first().ok_or_else(|| Failure::new(Kind::AwsError, "this region has no default VPC"))?;
-    Ok((vpc.vpc_id().unwrap_or_default().to_string(), vpc.cidr_block().unwrap_or_default().to_string()))
+    let vpc = out
+        .vpcs()
+        .first()
+        .ok_or_else(|| Failure::new(Kind::AwsError, "this region has no default VPC"))?;
+    Ok((
+        vpc.vpc_id().unwrap_or_default().to_string(),
+        vpc.cidr_block().unwrap_or_default().to_string(),
+    ))
 }
 
 /// Finds or creates the instance's security group (no ingress unless `connect`).
-pub async fn ensure_security_group(ec2: &Client, plan: &InstancePlan) -> Result<(String, bool), Failure> {
+pub async fn ensure_security_group(
+    ec2: &Client,
+    plan: &InstancePlan,
+) -> Result<(String, bool), Failure> {
     let sg = &plan.security_group;
     let (vpc_id, cidr) = default_vpc(ec2).await?;
     let found = ec2
@@ -99,7 +129,12 @@ pub async fn ensure_security_group(ec2: &Client, plan: &InstancePlan) -> Result<
                 .group_name(&sg.name)
                 .description(&sg.description)
                 .vpc_id(&vpc_id)
-                .tag_specifications(TagSpecification::builder().resource_type(ResourceType::SecurityGroup).set_tags(Some(ec2_tags(plan))).build())
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::SecurityGroup)
+                        .set_tags(Some(ec2_tags(plan)))
+                        .build(),
+                )
                 .send()
                 .await;
             match res {
@@ -112,7 +147,11 @@ pub async fn ensure_security_group(ec2: &Client, plan: &InstancePlan) -> Result<
         }
     };
     for rule in &sg.ingress {
-        let from = if rule.from == "vpc" { cidr.clone() } else { rule.from.clone() };
+        let from = if rule.from == "vpc" {
+            cidr.clone()
+        } else {
+            rule.from.clone()
+        };
         let res = ec2
             .authorize_security_group_ingress()
             .group_id(&id)
@@ -121,7 +160,12 @@ pub async fn ensure_security_group(ec2: &Client, plan: &InstancePlan) -> Result<
                     .ip_protocol(&rule.protocol)
                     .from_port(rule.port as i32)
                     .to_port(rule.port as i32)
-                    .ip_ranges(IpRange::builder().cidr_ip(from).description("stackdrop connect").build())
+                    .ip_ranges(
+                        IpRange::builder()
+                            .cidr_ip(from)
+                            .description("stackdrop connect")
+                            .build(),
+                    )
                     .build(),
             )
             .send()
@@ -142,14 +186,22 @@ pub fn template_data(plan: &InstancePlan, security_group_id: &str) -> RequestLau
     RequestLaunchTemplateData::builder()
         .image_id(&lt.image_id)
         .instance_type(lt.instance_type.as_str().into())
-        .iam_instance_profile(LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(&plan.instance_profile).build())
+        .iam_instance_profile(
+            LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .name(&plan.instance_profile)
+                .build(),
+        )
         .security_group_ids(security_group_id)
         .user_data(base64::engine::general_purpose::STANDARD.encode(lt.user_data.as_bytes()))
         .metadata_options(
             LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                .http_tokens(LaunchTemplateHttpTokensState::from(lt.metadata.http_tokens.as_str()))
+                .http_tokens(LaunchTemplateHttpTokensState::from(
+                    lt.metadata.http_tokens.as_str(),
+                ))
                 .http_put_response_hop_limit(lt.metadata.http_put_response_hop_limit as i32)
-                .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::from(lt.metadata.http_endpoint.as_str()))
+                .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::from(
+                    lt.metadata.http_endpoint.as_str(),
+                ))
                 .build(),
         )
         .block_device_mappings(
@@ -165,9 +217,23 @@ pub fn template_data(plan: &InstancePlan, security_group_id: &str) -> RequestLau
                 )
                 .build(),
         )
-        .monitoring(LaunchTemplatesMonitoringRequest::builder().enabled(lt.monitoring).build())
-        .tag_specifications(LaunchTemplateTagSpecificationRequest::builder().resource_type(ResourceType::Instance).set_tags(Some(tags.clone())).build())
-        .tag_specifications(LaunchTemplateTagSpecificationRequest::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build())
+        .monitoring(
+            LaunchTemplatesMonitoringRequest::builder()
+                .enabled(lt.monitoring)
+                .build(),
+        )
+        .tag_specifications(
+            LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags.clone()))
+                .build(),
+        )
+        .tag_specifications(
+            LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(ResourceType::Volume)
+                .set_tags(Some(tags))
+                .build(),
+        )
         .build()
 }
 
@@ -179,17 +245,35 @@ pub fn template_fingerprint(plan: &InstancePlan, security_group_id: &str) -> Str
     h.update(plan.instance_profile.as_bytes());
     h.update(security_group_id.as_bytes());
     let d = h.finalize();
-    format!("stackdrop:{}", d[..12].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "stackdrop:{}",
+        d[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 /// Finds or creates the launch template, with a version holding exactly this plan (a new
 /// version only when it changed). Returns (template id, version number, created something).
-pub async fn ensure_launch_template(ec2: &Client, plan: &InstancePlan, security_group_id: &str) -> Result<(String, i64, bool), Failure> {
+pub async fn ensure_launch_template(
+    ec2: &Client,
+    plan: &InstancePlan,
+    security_group_id: &str,
+) -> Result<(String, i64, bool), Failure> {
     let name = &plan.launch_template.name;
     let fingerprint = template_fingerprint(plan, security_group_id);
-    let existing = ec2.describe_launch_templates().launch_template_names(name).send().await;
+    let existing = ec2
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await;
     let template_id = match existing {
-        Ok(out) => out.launch_templates().first().and_then(|t| t.launch_template_id()).map(String::from),
+        Ok(out) => out
+            .launch_templates()
+            .first()
+            .and_then(|t| t.launch_template_id())
+            .map(String::from),
         Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
         Err(e) => return Err(Failure::aws("DescribeLaunchTemplates", e)),
     };
@@ -199,19 +283,28 @@ pub async fn ensure_launch_template(ec2: &Client, plan: &InstancePlan, security_
             .launch_template_name(name)
             .version_description(&fingerprint)
             .launch_template_data(template_data(plan, security_group_id))
-            .tag_specifications(TagSpecification::builder().resource_type(ResourceType::LaunchTemplate).set_tags(Some(ec2_tags(plan))).build())
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .set_tags(Some(ec2_tags(plan)))
+                    .build(),
+            )
             .send()
             .await;
         return match res {
             Ok(out) => {
                 let t = out.launch_template();
                 Ok((
-                    t.and_then(|t| t.launch_template_id()).unwrap_or_default().to_string(),
+                    t.and_then(|t| t.launch_template_id())
+                        .unwrap_or_default()
+                        .to_string(),
                     t.and_then(|t| t.latest_version_number()).unwrap_or(1),
                     true,
                 ))
             }
-            Err(e) if e.code().is_some_and(|c| c.contains("AlreadyExists")) => Box::pin(ensure_launch_template(ec2, plan, security_group_id)).await,
+            Err(e) if e.code().is_some_and(|c| c.contains("AlreadyExists")) => {
+                Box::pin(ensure_launch_template(ec2, plan, security_group_id)).await
+            }
             Err(e) => Err(Failure::aws("CreateLaunchTemplate", e)),
         };
     };
@@ -222,7 +315,11 @@ pub async fn ensure_launch_template(ec2: &Client, plan: &InstancePlan, security_
         .send()
         .await
         .map_err(|e| Failure::aws("DescribeLaunchTemplateVersions", e))?;
-    if let Some(v) = versions.launch_template_versions().iter().find(|v| v.version_description() == Some(fingerprint.as_str())) {
+    if let Some(v) = versions
+        .launch_template_versions()
+        .iter()
+        .find(|v| v.version_description() == Some(fingerprint.as_str()))
+    {
         return Ok((template_id, v.version_number().unwrap_or(1), false));
     }
     let out = ec2
@@ -233,7 +330,10 @@ pub async fn ensure_launch_template(ec2: &Client, plan: &InstancePlan, security_
         .send()
         .await
         .map_err(|e| Failure::aws("CreateLaunchTemplateVersion", e))?;
-    let version = out.launch_template_version().and_then(|v| v.version_number()).unwrap_or(1);
+    let version = out
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .unwrap_or(1);
     Ok((template_id, version, true))
 }
 
@@ -251,16 +351,37 @@ pub struct InstanceState {
 fn to_state(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
     InstanceState {
         id: i.instance_id().unwrap_or_default().to_string(),
-        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-        reason: i.state_reason().and_then(|r| r.message()).map(String::from).or_else(|| i.state_transition_reason().filter(|r| !r.is_empty()).map(String::from)),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        reason: i
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(String::from)
+            .or_else(|| {
+                i.state_transition_reason()
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+            }),
         private_ip: i.private_ip_address().map(String::from),
         public_ip: i.public_ip_address().map(String::from),
-        deployment: i.tags().iter().find(|t| t.key() == Some("stackdrop:deployment")).and_then(|t| t.value()).map(String::from),
+        deployment: i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("stackdrop:deployment"))
+            .and_then(|t| t.value())
+            .map(String::from),
     }
 }
 
 /// Instances carrying all these tags, in the given states (all states when empty).
-pub async fn find_instances(ec2: &Client, tags: &[(&str, &str)], states: &[&str]) -> Result<Vec<InstanceState>, Failure> {
+pub async fn find_instances(
+    ec2: &Client,
+    tags: &[(&str, &str)],
+    states: &[&str],
+) -> Result<Vec<InstanceState>, Failure> {
     let mut req = ec2.describe_instances();
     for (k, v) in tags {
         req = req.filters(filter(&format!("tag:{k}"), &[v]));
@@ -282,7 +403,10 @@ pub async fn find_instances(ec2: &Client, tags: &[(&str, &str)], states: &[&str]
 pub const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
 
 /// This deployment's instance of `plan`, if one was launched already (any live state).
-pub async fn find_launched(ec2: &Client, plan: &InstancePlan) -> Result<Option<InstanceState>, Failure> {
+pub async fn find_launched(
+    ec2: &Client,
+    plan: &InstancePlan,
+) -> Result<Option<InstanceState>, Failure> {
     let t = &plan.tags;
     let tags = [
         ("stackdrop:app", t["stackdrop:app"].as_str()),
@@ -290,34 +414,57 @@ pub async fn find_launched(ec2: &Client, plan: &InstancePlan) -> Result<Option<I
         ("stackdrop:instance", t["stackdrop:instance"].as_str()),
         ("stackdrop:deployment", t["stackdrop:deployment"].as_str()),
     ];
-    Ok(find_instances(ec2, &tags, LIVE_STATES).await?.into_iter().next())
+    Ok(find_instances(ec2, &tags, LIVE_STATES)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// Whether an EC2 error is the new-instance-profile race.
 pub fn is_profile_not_ready<E: ProvideErrorMetadata>(e: &E) -> bool {
     let msg = e.message().unwrap_or("").to_ascii_lowercase();
-    matches!(e.code(), Some("InvalidParameterValue") | Some("InvalidIamInstanceProfile.NotFound"))
-        && (msg.contains("iam instance profile") || msg.contains("iaminstanceprofile") || msg.contains("instance profile"))
+    matches!(
+        e.code(),
+        Some("InvalidParameterValue") | Some("InvalidIamInstanceProfile.NotFound")
+    ) && (msg.contains("iam instance profile")
+        || msg.contains("iaminstanceprofile")
+        || msg.contains("instance profile"))
 }
 
 /// Launches the instance from the template, unless this deployment already did.
 /// Returns (instance, launched now).
-pub async fn launch(ec2: &Client, plan: &InstancePlan, template_id: &str, version: i64) -> Result<(InstanceState, bool), Failure> {
+pub async fn launch(
+    ec2: &Client,
+    plan: &InstancePlan,
+    template_id: &str,
+    version: i64,
+) -> Result<(InstanceState, bool), Failure> {
     if let Some(existing) = find_launched(ec2, plan).await? {
         return Ok((existing, false));
     }
     let res = ec2
         .run_instances()
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_id(template_id).version(version.to_string()).build())
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(template_id)
+                .version(version.to_string())
+                .build(),
+        )
         .min_count(1)
         .max_count(1)
         .client_token(&plan.client_token)
         // Also given directly: the template holds both, and some EC2 emulations ignore them there.
-        .iam_instance_profile(IamInstanceProfileSpecification::builder().name(&plan.instance_profile).build())
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(&plan.instance_profile)
+                .build(),
+        )
         .metadata_options(
             InstanceMetadataOptionsRequest::builder()
                 .http_tokens(HttpTokensState::Required)
-                .http_put_response_hop_limit(plan.launch_template.metadata.http_put_response_hop_limit as i32)
+                .http_put_response_hop_limit(
+                    plan.launch_template.metadata.http_put_response_hop_limit as i32,
+                )
                 .http_endpoint(InstanceMetadataEndpointState::Enabled)
                 .build(),
         )
@@ -325,16 +472,25 @@ pub async fn launch(ec2: &Client, plan: &InstancePlan, template_id: &str, versio
         .await;
     match res {
         Ok(out) => {
-            let i = out.instances().first().ok_or_else(|| Failure::new(Kind::AwsError, "RunInstances returned no instance"))?;
+            let i = out
+                .instances()
+                .first()
+                .ok_or_else(|| Failure::new(Kind::AwsError, "RunInstances returned no instance"))?;
             Ok((to_state(i), true))
         }
         Err(e) if e.as_service_error().is_some_and(is_profile_not_ready) => Err(Failure::new(
             Kind::InstanceProfileNotReady,
-            format!("instance profile {} is not yet visible to EC2 (new profiles take a few seconds)", plan.instance_profile),
+            format!(
+                "instance profile {} is not yet visible to EC2 (new profiles take a few seconds)",
+                plan.instance_profile
+            ),
         )),
         Err(e) if e.code() == Some("IdempotentParameterMismatch") => Err(Failure::new(
             Kind::AwsError,
-            format!("RunInstances: client token {} was used with other parameters", plan.client_token),
+            format!(
+                "RunInstances: client token {} was used with other parameters",
+                plan.client_token
+            ),
         )),
         Err(e) => Err(Failure::aws("RunInstances", e)),
     }
@@ -342,7 +498,12 @@ pub async fn launch(ec2: &Client, plan: &InstancePlan, template_id: &str, versio
 
 pub async fn describe_instance(ec2: &Client, id: &str) -> Result<Option<InstanceState>, Failure> {
     match ec2.describe_instances().instance_ids(id).send().await {
-        Ok(out) => Ok(out.reservations().iter().flat_map(|r| r.instances()).next().map(to_state)),
+        Ok(out) => Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .map(to_state)),
         Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(None),
         Err(e) => Err(Failure::aws("DescribeInstances", e)),
     }
@@ -352,7 +513,12 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
     if ids.is_empty() {
         return Ok(());
     }
-    match ec2.terminate_instances().set_instance_ids(Some(ids.to_vec())).send().await {
+    match ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
         Err(e) => Err(Failure::aws("TerminateInstances", e)),
@@ -362,13 +528,27 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
 /// Deletes the launch template and security group. A group still used by a terminating
 /// instance is [`Kind::CleanupPending`] (retried by the state machine).
 pub async fn delete_template_and_group(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
-    let found = match ec2.describe_launch_templates().launch_template_names(&plan.launch_template.name).send().await {
-        Ok(out) => out.launch_templates().first().and_then(|t| t.launch_template_id()).map(String::from),
+    let found = match ec2
+        .describe_launch_templates()
+        .launch_template_names(&plan.launch_template.name)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .launch_templates()
+            .first()
+            .and_then(|t| t.launch_template_id())
+            .map(String::from),
         Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
         Err(e) => return Err(Failure::aws("DescribeLaunchTemplates", e)),
     };
     if let Some(id) = found {
-        match ec2.delete_launch_template().launch_template_id(&id).send().await {
+        match ec2
+            .delete_launch_template()
+            .launch_template_id(&id)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
             Err(e) => return Err(Failure::aws("DeleteLaunchTemplate", e)),
@@ -383,11 +563,22 @@ pub async fn delete_template_and_group(ec2: &Client, plan: &InstancePlan) -> Res
         .await
         .map_err(|e| Failure::aws("DescribeSecurityGroups", e))?;
     for g in found.security_groups() {
-        match ec2.delete_security_group().set_group_id(g.group_id().map(String::from)).send().await {
+        match ec2
+            .delete_security_group()
+            .set_group_id(g.group_id().map(String::from))
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code() == Some("InvalidGroup.NotFound") => {}
             Err(e) if e.code() == Some("DependencyViolation") => {
-                return Err(Failure::new(Kind::CleanupPending, format!("security group {} is still in use by a terminating instance", plan.security_group.name)))
+                return Err(Failure::new(
+                    Kind::CleanupPending,
+                    format!(
+                        "security group {} is still in use by a terminating instance",
+                        plan.security_group.name
+                    ),
+                ))
             }
             Err(e) => return Err(Failure::aws("DeleteSecurityGroup", e)),
         }

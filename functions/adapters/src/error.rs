@@ -55,15 +55,25 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: Kind, message: impl Into<String>) -> Failure {
-        Failure { kind, message: message.into() }
+        Failure {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// Wraps an SDK error: throttling becomes [`Kind::Throttled`], the rest [`Kind::AwsError`],
     /// with the operation, AWS's code and message.
     pub fn aws<E: ProvideErrorMetadata + fmt::Debug>(what: &str, err: E) -> Failure {
         let code = err.code().unwrap_or("unknown");
-        let kind = if is_throttling(code) { Kind::Throttled } else { Kind::AwsError };
-        let msg = err.message().map(str::to_string).unwrap_or_else(|| format!("{err:?}"));
+        let kind = if is_throttling(code) {
+            Kind::Throttled
+        } else {
+            Kind::AwsError
+        };
+        let msg = err
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{err:?}"));
         Failure::new(kind, format!("{what}: {code}: {msg}"))
     }
 }
@@ -71,8 +81,14 @@ impl Failure {
 pub fn is_throttling(code: &str) -> bool {
     matches!(
         code,
-        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
-            | "ProvisionedThroughputExceededException" | "SlowDown" | "RequestThrottled" | "ThrottledException"
+        "Throttling"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "SlowDown"
+            | "RequestThrottled"
+            | "ThrottledException"
     )
 }
 
@@ -86,7 +102,10 @@ impl std::error::Error for Failure {}
 
 impl From<Failure> for Diagnostic {
     fn from(f: Failure) -> Diagnostic {
-        Diagnostic { error_type: f.kind.name().to_string(), error_message: f.message }
+        Diagnostic {
+            error_type: f.kind.name().to_string(),
+            error_message: f.message,
+        }
     }
 }
 

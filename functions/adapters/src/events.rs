@@ -21,10 +21,23 @@ pub async fn publish(events: &Client, bus: &str, summary: &Summary) -> Result<()
         .detail(serde_json::to_string(summary).unwrap_or_default())
         .event_bus_name(bus)
         .build();
-    let out = events.put_events().entries(entry).send().await.map_err(|e| Failure::aws("PutEvents", e))?;
+    let out = events
+        .put_events()
+        .entries(entry)
+        .send()
+        .await
+        .map_err(|e| Failure::aws("PutEvents", e))?;
     if out.failed_entry_count() > 0 {
-        let why = out.entries().iter().filter_map(|e| e.error_message()).collect::<Vec<_>>().join("; ");
-        return Err(Failure::new(crate::Kind::AwsError, format!("PutEvents: {why}")));
+        let why = out
+            .entries()
+            .iter()
+            .filter_map(|e| e.error_message())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Failure::new(
+            crate::Kind::AwsError,
+            format!("PutEvents: {why}"),
+        ));
     }
     Ok(())
 }

@@ -25,14 +25,19 @@ pub struct RoleOutcome {
 }
 
 /// Makes the role and profile match the plan. Running it twice changes nothing.
-pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Result<RoleOutcome, Failure> {
+pub async fn ensure_role_and_profile(
+    iam: &Client,
+    plan: &InstancePlan,
+) -> Result<RoleOutcome, Failure> {
     let role = &plan.role;
     let mut outcome = RoleOutcome::default();
     let trust = role.trust_policy.to_string();
     match iam.get_role().role_name(&role.name).send().await {
         Ok(existing) => {
             let r = existing.role();
-            let boundary = r.and_then(|r| r.permissions_boundary()).and_then(|b| b.permissions_boundary_arn());
+            let boundary = r
+                .and_then(|r| r.permissions_boundary())
+                .and_then(|b| b.permissions_boundary_arn());
             if let Some(want) = &role.permissions_boundary {
                 if boundary != Some(want.as_str()) {
                     iam.put_role_permissions_boundary()
@@ -44,10 +49,14 @@ pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
                 }
             }
         }
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
             let res = iam
                 .create_role()
                 .role_name(&role.name)
+                .path(&role.path)
                 .assume_role_policy_document(&trust)
                 .description(format!("stackdrop instance role of {}", plan.resource_name))
                 .set_permissions_boundary(role.permissions_boundary.clone())
@@ -57,7 +66,9 @@ pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
             match res {
                 Ok(_) => outcome.created_role = true,
                 // A concurrent run created it first: fine, the rest below converges.
-                Err(e) if e.as_service_error().is_some_and(|e| is_code(e, "EntityAlreadyExists")) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| is_code(e, "EntityAlreadyExists")) => {}
                 Err(e) => return Err(Failure::aws("CreateRole", e)),
             }
         }
@@ -80,18 +91,37 @@ pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
     }
 
     let profile = &plan.instance_profile;
-    let roles_in_profile: Vec<String> = match iam.get_instance_profile().instance_profile_name(profile).send().await {
-        Ok(p) => p.instance_profile().map(|p| p.roles().iter().map(|r| r.role_name().to_string()).collect()).unwrap_or_default(),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
+    let roles_in_profile: Vec<String> = match iam
+        .get_instance_profile()
+        .instance_profile_name(profile)
+        .send()
+        .await
+    {
+        Ok(p) => p
+            .instance_profile()
+            .map(|p| {
+                p.roles()
+                    .iter()
+                    .map(|r| r.role_name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
             let res = iam
                 .create_instance_profile()
                 .instance_profile_name(profile)
+                .path(&role.path)
                 .set_tags(Some(tags(plan)))
                 .send()
                 .await;
             match res {
                 Ok(_) => outcome.created_profile = true,
-                Err(e) if e.as_service_error().is_some_and(|e| is_code(e, "EntityAlreadyExists")) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| is_code(e, "EntityAlreadyExists")) => {}
                 Err(e) => return Err(Failure::aws("CreateInstanceProfile", e)),
             }
             Vec::new()
@@ -107,11 +137,18 @@ pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
                 .await
                 .map_err(|e| Failure::aws("RemoveRoleFromInstanceProfile", e))?;
         }
-        let res = iam.add_role_to_instance_profile().instance_profile_name(profile).role_name(&role.name).send().await;
+        let res = iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(&role.name)
+            .send()
+            .await;
         match res {
             Ok(_) => {}
             // A profile holds one role: a concurrent run added it already.
-            Err(e) if e.as_service_error().is_some_and(|e| is_code(e, "LimitExceeded")) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| is_code(e, "LimitExceeded")) => {}
             Err(e) => return Err(Failure::aws("AddRoleToInstanceProfile", e)),
         }
     }
@@ -122,24 +159,47 @@ pub async fn ensure_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
 pub async fn delete_role_and_profile(iam: &Client, plan: &InstancePlan) -> Result<(), Failure> {
     let role = &plan.role;
     let gone = |code: Option<&str>| code == Some("NoSuchEntity");
-    if let Err(e) = iam.remove_role_from_instance_profile().instance_profile_name(&plan.instance_profile).role_name(&role.name).send().await {
+    if let Err(e) = iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(&plan.instance_profile)
+        .role_name(&role.name)
+        .send()
+        .await
+    {
         if !gone(e.code()) {
             return Err(Failure::aws("RemoveRoleFromInstanceProfile", e));
         }
     }
-    if let Err(e) = iam.delete_instance_profile().instance_profile_name(&plan.instance_profile).send().await {
+    if let Err(e) = iam
+        .delete_instance_profile()
+        .instance_profile_name(&plan.instance_profile)
+        .send()
+        .await
+    {
         if !gone(e.code()) {
             return Err(Failure::aws("DeleteInstanceProfile", e));
         }
     }
     for arn in &role.managed_policy_arns {
-        if let Err(e) = iam.detach_role_policy().role_name(&role.name).policy_arn(arn).send().await {
+        if let Err(e) = iam
+            .detach_role_policy()
+            .role_name(&role.name)
+            .policy_arn(arn)
+            .send()
+            .await
+        {
             if !gone(e.code()) {
                 return Err(Failure::aws("DetachRolePolicy", e));
             }
         }
     }
-    if let Err(e) = iam.delete_role_policy().role_name(&role.name).policy_name(&role.inline_policy_name).send().await {
+    if let Err(e) = iam
+        .delete_role_policy()
+        .role_name(&role.name)
+        .policy_name(&role.inline_policy_name)
+        .send()
+        .await
+    {
         if !gone(e.code()) {
             return Err(Failure::aws("DeleteRolePolicy", e));
         }
@@ -147,7 +207,10 @@ pub async fn delete_role_and_profile(iam: &Client, plan: &InstancePlan) -> Resul
     match iam.delete_role().role_name(&role.name).send().await {
         Ok(_) => Ok(()),
         Err(e) if gone(e.code()) => Ok(()),
-        Err(e) if e.code() == Some("DeleteConflict") => Err(Failure::new(Kind::CleanupPending, format!("role {} is still in use", role.name))),
+        Err(e) if e.code() == Some("DeleteConflict") => Err(Failure::new(
+            Kind::CleanupPending,
+            format!("role {} is still in use", role.name),
+        )),
         Err(e) => Err(Failure::aws("DeleteRole", e)),
     }
 }

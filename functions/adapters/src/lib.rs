@@ -51,12 +51,16 @@ impl Settings {
         Settings {
             table: var("STACKDROP_TABLE").unwrap_or_else(|| "stackdrop-state".into()),
             permissions_boundary: var("STACKDROP_PERMISSIONS_BOUNDARY"),
-            log_retention_days: var("STACKDROP_LOG_RETENTION_DAYS").and_then(|v| v.parse().ok()).unwrap_or(30),
+            log_retention_days: var("STACKDROP_LOG_RETENTION_DAYS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30),
             event_bus: var("STACKDROP_EVENT_BUS").unwrap_or_else(|| "default".into()),
             deadline_seconds: var("STACKDROP_DEADLINE_SECONDS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(stackdrop_core::pipeline::DEFAULT_DEADLINE_SECONDS),
-            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
         }
     }
 }
@@ -70,7 +74,9 @@ impl Clients {
 
     pub fn from_conf(conf: &aws_config::SdkConfig, settings: Settings) -> Clients {
         // Path-style S3 addressing works everywhere, and is required by local endpoints.
-        let s3_conf = aws_sdk_s3::config::Builder::from(conf).force_path_style(conf.endpoint_url().is_some()).build();
+        let s3_conf = aws_sdk_s3::config::Builder::from(conf)
+            .force_path_style(conf.endpoint_url().is_some())
+            .build();
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             ec2: aws_sdk_ec2::Client::new(conf),
@@ -90,7 +96,10 @@ pub fn init_logging() {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub fn now_s() -> u64 {
@@ -99,10 +108,19 @@ pub fn now_s() -> u64 {
 
 /// The account id in a Lambda function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`).
 pub fn account_of(function_arn: &str) -> Option<String> {
-    function_arn.split(':').nth(4).filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())).map(String::from)
+    function_arn
+        .split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
 }
 
 /// The partition in a Lambda function ARN (`aws`, `aws-cn`, `aws-us-gov`).
 pub fn partition_of(function_arn: &str) -> String {
-    function_arn.split(':').nth(1).filter(|p| !p.is_empty()).unwrap_or("aws").to_string()
+    function_arn
+        .split(':')
+        .nth(1)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("aws")
+        .to_string()
 }

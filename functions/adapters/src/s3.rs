@@ -18,16 +18,36 @@ pub struct Head {
 }
 
 /// Heads `key` (then `alternate`, if given and `key` is not found), pinned to `version_id`.
-pub async fn head(s3: &Client, bucket: &str, key: &str, alternate: Option<&str>, version_id: Option<&str>) -> Result<Head, Failure> {
+pub async fn head(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    alternate: Option<&str>,
+    version_id: Option<&str>,
+) -> Result<Head, Failure> {
     for k in std::iter::once(key).chain(alternate) {
-        let out = s3.head_object().bucket(bucket).key(k).set_version_id(version_id.map(String::from)).send().await;
+        let out = s3
+            .head_object()
+            .bucket(bucket)
+            .key(k)
+            .set_version_id(version_id.map(String::from))
+            .send()
+            .await;
         match out {
             Ok(h) => {
                 return Ok(Head {
                     key: k.to_string(),
                     size: h.content_length().unwrap_or(0).max(0) as u64,
-                    version_id: h.version_id().filter(|v| *v != "null").map(String::from).or(version_id.map(String::from)),
-                    last_modified_ms: h.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0).max(0) as u64,
+                    version_id: h
+                        .version_id()
+                        .filter(|v| *v != "null")
+                        .map(String::from)
+                        .or(version_id.map(String::from)),
+                    last_modified_ms: h
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or(0)
+                        .max(0) as u64,
                 })
             }
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => continue,
@@ -38,13 +58,20 @@ pub async fn head(s3: &Client, bucket: &str, key: &str, alternate: Option<&str>,
         Kind::BundleNotFound,
         format!(
             "s3://{bucket}/{key}{} does not exist (deleted before the deploy ran?)",
-            version_id.map(|v| format!(" version {v}")).unwrap_or_default()
+            version_id
+                .map(|v| format!(" version {v}"))
+                .unwrap_or_default()
         ),
     ))
 }
 
 /// Whether a newer version of the key than `version_id` exists (S3 lists versions newest first).
-pub async fn newer_version_exists(s3: &Client, bucket: &str, key: &str, version_id: &str) -> Result<bool, Failure> {
+pub async fn newer_version_exists(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<bool, Failure> {
     let mut key_marker: Option<String> = None;
     let mut version_marker: Option<String> = None;
     loop {
@@ -64,7 +91,12 @@ pub async fn newer_version_exists(s3: &Client, bucket: &str, key: &str, version_
             .map(|v| (v.version_id().unwrap_or(""), v.is_latest().unwrap_or(false)))
             .collect();
         // Delete markers count too: a deleted bundle is newer than any deploy of it.
-        newest_first.extend(out.delete_markers().iter().filter(|d| d.key() == Some(key)).map(|d| (d.version_id().unwrap_or(""), d.is_latest().unwrap_or(false))));
+        newest_first.extend(
+            out.delete_markers()
+                .iter()
+                .filter(|d| d.key() == Some(key))
+                .map(|d| (d.version_id().unwrap_or(""), d.is_latest().unwrap_or(false))),
+        );
         if let Some((_, latest)) = newest_first.iter().find(|(v, _)| *v == version_id) {
             return Ok(!latest);
         }
@@ -110,11 +142,23 @@ impl ReadAt for S3Object {
             .range(format!("bytes={offset}-{end}"))
             .send();
         self.handle.block_on(async {
-            let out = fut.await.map_err(|e| SourceError(format!("GetObject bytes {offset}-{end}: {}", Failure::aws("GetObject", e).message)))?;
-            let body = out.body.collect().await.map_err(|e| SourceError(format!("reading bytes {offset}-{end}: {e}")))?;
+            let out = fut.await.map_err(|e| {
+                SourceError(format!(
+                    "GetObject bytes {offset}-{end}: {}",
+                    Failure::aws("GetObject", e).message
+                ))
+            })?;
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| SourceError(format!("reading bytes {offset}-{end}: {e}")))?;
             let bytes = body.into_bytes().to_vec();
             if bytes.len() != len {
-                return Err(SourceError(format!("asked for {len} bytes at {offset}, S3 answered {}", bytes.len())));
+                return Err(SourceError(format!(
+                    "asked for {len} bytes at {offset}, S3 answered {}",
+                    bytes.len()
+                )));
             }
             Ok(bytes)
         })

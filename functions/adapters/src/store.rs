@@ -109,7 +109,10 @@ fn get_s(item: &HashMap<String, Av>, k: &str) -> Option<String> {
 }
 
 fn get_n(item: &HashMap<String, Av>, k: &str) -> u64 {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
@@ -118,7 +121,10 @@ fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &
 
 impl Store {
     pub fn new(ddb: Client, table: impl Into<String>) -> Store {
-        Store { ddb, table: table.into() }
+        Store {
+            ddb,
+            table: table.into(),
+        }
     }
 
     async fn get(&self, stack_id: &str, sk: &str) -> Result<Option<HashMap<String, Av>>, Failure> {
@@ -151,7 +157,14 @@ impl Store {
     }
 
     /// Takes the stack for `deployment` unless a newer bundle version already has it.
-    pub async fn claim(&self, stack_id: &str, deployment: &str, source: &str, version_time_ms: u64, now_ms: u64) -> Result<Claim, Failure> {
+    pub async fn claim(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        source: &str,
+        version_time_ms: u64,
+        now_ms: u64,
+    ) -> Result<Claim, Failure> {
         let before = self.stack(stack_id).await?.unwrap_or_default();
         if before.current.as_deref() == Some(deployment) {
             return Ok(Claim::AlreadyCurrent);
@@ -173,9 +186,15 @@ impl Store {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Claim::Claimed { previous_current: before.current }),
+            Ok(_) => Ok(Claim::Claimed {
+                previous_current: before.current,
+            }),
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                let by = self.stack(stack_id).await?.and_then(|r| r.desired).unwrap_or_default();
+                let by = self
+                    .stack(stack_id)
+                    .await?
+                    .and_then(|r| r.desired)
+                    .unwrap_or_default();
                 Ok(Claim::Superseded { by })
             }
             Err(e) => Err(Failure::aws("DynamoDB UpdateItem (claim)", e)),
@@ -186,13 +205,22 @@ impl Store {
     pub async fn ensure_desired(&self, stack_id: &str, deployment: &str) -> Result<(), Failure> {
         let rec = self.stack(stack_id).await?;
         match rec.and_then(|r| r.desired) {
-            Some(d) if d != deployment => Err(Failure::new(Kind::Superseded, format!("deployment {deployment} was superseded by {d}"))),
+            Some(d) if d != deployment => Err(Failure::new(
+                Kind::Superseded,
+                format!("deployment {deployment} was superseded by {d}"),
+            )),
             _ => Ok(()),
         }
     }
 
     /// Creates the deployment's record once (a re-run keeps the first one's history).
-    pub async fn start_deployment(&self, stack_id: &str, deployment: &str, source: &str, now_ms: u64) -> Result<(), Failure> {
+    pub async fn start_deployment(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        source: &str,
+        now_ms: u64,
+    ) -> Result<(), Failure> {
         let res = self
             .ddb
             .put_item()
@@ -216,14 +244,29 @@ impl Store {
     }
 
     /// Appends a step to the deployment's history and sets its status.
-    pub async fn record_step(&self, stack_id: &str, deployment: &str, status: &str, step: &str, detail: &str, now_ms: u64) -> Result<(), Failure> {
-        let entry = serde_json::to_string(&Step { at: now_ms, step: step.into(), detail: detail.into() }).unwrap_or_default();
+    pub async fn record_step(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        status: &str,
+        step: &str,
+        detail: &str,
+        now_ms: u64,
+    ) -> Result<(), Failure> {
+        let entry = serde_json::to_string(&Step {
+            at: now_ms,
+            step: step.into(),
+            detail: detail.into(),
+        })
+        .unwrap_or_default();
         self.ddb
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&pk(stack_id)))
             .key("sk", s(&deployment_sk(deployment)))
-            .update_expression("SET steps = list_append(if_not_exists(steps, :empty), :e), #st = :status")
+            .update_expression(
+                "SET steps = list_append(if_not_exists(steps, :empty), :e), #st = :status",
+            )
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":e", Av::L(vec![s(&entry)]))
             .expression_attribute_values(":empty", Av::L(vec![]))
@@ -234,7 +277,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_instance(&self, stack_id: &str, deployment: &str, name: &str, rec: &InstanceRecord) -> Result<(), Failure> {
+    pub async fn set_instance(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        name: &str,
+        rec: &InstanceRecord,
+    ) -> Result<(), Failure> {
         let json = serde_json::to_string(rec).unwrap_or_default();
         self.ddb
             .update_item()
@@ -250,32 +299,56 @@ impl Store {
         Ok(())
     }
 
-    pub async fn deployment(&self, stack_id: &str, deployment: &str) -> Result<Option<DeploymentRecord>, Failure> {
-        Ok(self.get(stack_id, &deployment_sk(deployment)).await?.map(|i| {
-            let steps = i
-                .get("steps")
-                .and_then(|v| v.as_l().ok())
-                .map(|l| l.iter().filter_map(|e| e.as_s().ok()).filter_map(|e| serde_json::from_str(e).ok()).collect())
-                .unwrap_or_default();
-            let instances = i
-                .get("instances")
-                .and_then(|v| v.as_m().ok())
-                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), serde_json::from_str(v.as_s().ok()?).ok()?))).collect())
-                .unwrap_or_default();
-            DeploymentRecord {
-                deployment: get_s(&i, "deployment").unwrap_or_default(),
-                source: get_s(&i, "source").unwrap_or_default(),
-                status: get_s(&i, "status").unwrap_or_default(),
-                started_at: get_n(&i, "startedAt"),
-                finished_at: i.get("finishedAt").map(|_| get_n(&i, "finishedAt")),
-                error: get_s(&i, "error"),
-                steps,
-                instances,
-            }
-        }))
+    pub async fn deployment(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+    ) -> Result<Option<DeploymentRecord>, Failure> {
+        Ok(self
+            .get(stack_id, &deployment_sk(deployment))
+            .await?
+            .map(|i| {
+                let steps = i
+                    .get("steps")
+                    .and_then(|v| v.as_l().ok())
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|e| e.as_s().ok())
+                            .filter_map(|e| serde_json::from_str(e).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let instances = i
+                    .get("instances")
+                    .and_then(|v| v.as_m().ok())
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| {
+                                Some((k.clone(), serde_json::from_str(v.as_s().ok()?).ok()?))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                DeploymentRecord {
+                    deployment: get_s(&i, "deployment").unwrap_or_default(),
+                    source: get_s(&i, "source").unwrap_or_default(),
+                    status: get_s(&i, "status").unwrap_or_default(),
+                    started_at: get_n(&i, "startedAt"),
+                    finished_at: i.get("finishedAt").map(|_| get_n(&i, "finishedAt")),
+                    error: get_s(&i, "error"),
+                    steps,
+                    instances,
+                }
+            }))
     }
 
-    pub async fn put_plan(&self, stack_id: &str, deployment: &str, instance: &str, plan_json: &str) -> Result<(), Failure> {
+    pub async fn put_plan(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        instance: &str,
+        plan_json: &str,
+    ) -> Result<(), Failure> {
         self.ddb
             .put_item()
             .table_name(&self.table)
@@ -288,18 +361,36 @@ impl Store {
         Ok(())
     }
 
-    pub async fn plan(&self, stack_id: &str, deployment: &str, instance: &str) -> Result<stackdrop_core::plan::InstancePlan, Failure> {
+    pub async fn plan(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        instance: &str,
+    ) -> Result<stackdrop_core::plan::InstancePlan, Failure> {
         let item = self.get(stack_id, &plan_sk(deployment, instance)).await?;
         let json = item
             .as_ref()
             .and_then(|i| get_s(i, "plan"))
             .ok_or_else(|| Failure::new(Kind::InvalidInput, format!("no plan for instance {instance} of deployment {deployment} (was it validated?)")))?;
-        serde_json::from_str(&json).map_err(|e| Failure::new(Kind::InvalidInput, format!("stored plan of {instance} is unreadable: {e}")))
+        serde_json::from_str(&json).map_err(|e| {
+            Failure::new(
+                Kind::InvalidInput,
+                format!("stored plan of {instance} is unreadable: {e}"),
+            )
+        })
     }
 
     /// Records how the deployment ended. On success it becomes the stack's current one, unless
     /// a newer deployment claimed the stack meanwhile (then: superseded, returned as false).
-    pub async fn finish(&self, stack_id: &str, deployment: &str, source: &str, status: &str, error: Option<&str>, now_ms: u64) -> Result<bool, Failure> {
+    pub async fn finish(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        source: &str,
+        status: &str,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, Failure> {
         let mut became_current = false;
         if status == "succeeded" {
             let res = self
@@ -331,11 +422,16 @@ impl Store {
                 .table_name(&self.table)
                 .key("pk", s(&pk(stack_id)))
                 .key("sk", s(STACK_SK))
-                .update_expression("SET #st = :failed, lastError = :e, updatedAt = :now REMOVE inProgress")
+                .update_expression(
+                    "SET #st = :failed, lastError = :e, updatedAt = :now REMOVE inProgress",
+                )
                 .condition_expression("inProgress = :d")
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":d", s(deployment))
-                .expression_attribute_values(":failed", s(if status == "failed" { "failed" } else { status }))
+                .expression_attribute_values(
+                    ":failed",
+                    s(if status == "failed" { "failed" } else { status }),
+                )
                 .expression_attribute_values(":e", s(error.unwrap_or("")))
                 .expression_attribute_values(":now", n(now_ms))
                 .send()
@@ -346,21 +442,33 @@ impl Store {
                 Err(e) => return Err(Failure::aws("DynamoDB UpdateItem (failed)", e)),
             }
         }
-        let final_status = if status == "succeeded" && !became_current { "superseded" } else { status };
+        let final_status = if status == "succeeded" && !became_current {
+            "superseded"
+        } else {
+            status
+        };
         let mut up = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&pk(stack_id)))
             .key("sk", s(&deployment_sk(deployment)))
-            .update_expression(if error.is_some() { "SET #st = :s, finishedAt = :now, #err = :e" } else { "SET #st = :s, finishedAt = :now" })
+            .update_expression(if error.is_some() {
+                "SET #st = :s, finishedAt = :now, #err = :e"
+            } else {
+                "SET #st = :s, finishedAt = :now"
+            })
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":s", s(final_status))
             .expression_attribute_values(":now", n(now_ms));
         if let Some(e) = error {
-            up = up.expression_attribute_names("#err", "error").expression_attribute_values(":e", s(e));
+            up = up
+                .expression_attribute_names("#err", "error")
+                .expression_attribute_values(":e", s(e));
         }
-        up.send().await.map_err(|e| Failure::aws("DynamoDB UpdateItem (finish)", e))?;
+        up.send()
+            .await
+            .map_err(|e| Failure::aws("DynamoDB UpdateItem (finish)", e))?;
         Ok(status != "succeeded" || became_current)
     }
 }

@@ -18,8 +18,15 @@ fn instance_plan() -> InstancePlan {
         br#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#,
     )
     .unwrap();
-    let src = Source { bucket: "b".into(), key: "k.zip".into(), version_id: Some("v1".into()) };
-    plan(&c, "", &src, &Context::default()).unwrap().instances.remove(0)
+    let src = Source {
+        bucket: "b".into(),
+        key: "k.zip".into(),
+        version_id: Some("v1".into()),
+    };
+    plan(&c, "", &src, &Context::default())
+        .unwrap()
+        .instances
+        .remove(0)
 }
 
 fn no_instances() -> DescribeInstancesOutput {
@@ -29,8 +36,17 @@ fn no_instances() -> DescribeInstancesOutput {
 fn running(id: &str, deployment: &str) -> Instance {
     Instance::builder()
         .instance_id(id)
-        .state(InstanceState::builder().name(InstanceStateName::Running).build())
-        .tags(Tag::builder().key("stackdrop:deployment").value(deployment).build())
+        .state(
+            InstanceState::builder()
+                .name(InstanceStateName::Running)
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("stackdrop:deployment")
+                .value(deployment)
+                .build(),
+        )
         .build()
 }
 
@@ -46,7 +62,9 @@ async fn the_new_profile_race_is_a_named_retryable_error() {
         )
     });
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
-    let err = ec2::launch(&client, &instance_plan(), "lt-1", 1).await.unwrap_err();
+    let err = ec2::launch(&client, &instance_plan(), "lt-1", 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, Kind::InstanceProfileNotReady);
     assert_eq!(run.num_calls(), 1);
 }
@@ -59,13 +77,31 @@ async fn a_retry_after_the_race_launches_exactly_once() {
     let describe = mock!(Client::describe_instances).then_output(no_instances);
     let token = p.client_token.clone();
     let run = mock!(Client::run_instances)
-        .match_requests(move |r| r.client_token() == Some(token.as_str()) && r.iam_instance_profile().and_then(|p| p.name()) == Some("my-app--jobs--instance--worker"))
+        .match_requests(move |r| {
+            r.client_token() == Some(token.as_str())
+                && r.iam_instance_profile().and_then(|p| p.name())
+                    == Some("my-app--jobs--instance--worker")
+        })
         .sequence()
-        .error(|| RunInstancesError::generic(ErrorMetadata::builder().code("InvalidParameterValue").message("Invalid IAM Instance Profile name").build()))
-        .output(move || RunInstancesOutput::builder().instances(running("i-0abc", &deployment)).build())
+        .error(|| {
+            RunInstancesError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidParameterValue")
+                    .message("Invalid IAM Instance Profile name")
+                    .build(),
+            )
+        })
+        .output(move || {
+            RunInstancesOutput::builder()
+                .instances(running("i-0abc", &deployment))
+                .build()
+        })
         .build();
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
-    assert_eq!(ec2::launch(&client, &p, "lt-1", 1).await.unwrap_err().kind, Kind::InstanceProfileNotReady);
+    assert_eq!(
+        ec2::launch(&client, &p, "lt-1", 1).await.unwrap_err().kind,
+        Kind::InstanceProfileNotReady
+    );
     let (inst, launched) = ec2::launch(&client, &p, "lt-1", 1).await.unwrap();
     assert!(launched);
     assert_eq!(inst.id, "i-0abc");
@@ -78,7 +114,13 @@ async fn an_instance_already_launched_by_this_deployment_is_reused() {
     let p = instance_plan();
     let deployment = p.tags["stackdrop:deployment"].clone();
     let describe = mock!(Client::describe_instances).then_output(move || {
-        DescribeInstancesOutput::builder().reservations(Reservation::builder().instances(running("i-0existing", &deployment)).build()).build()
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(running("i-0existing", &deployment))
+                    .build(),
+            )
+            .build()
     });
     let run = mock!(Client::run_instances).then_output(|| RunInstancesOutput::builder().build());
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
@@ -97,8 +139,16 @@ async fn the_client_token_is_stable_and_sent() {
     let describe = mock!(Client::describe_instances).then_output(no_instances);
     let token = p.client_token.clone();
     let run = mock!(Client::run_instances)
-        .match_requests(move |r| r.client_token() == Some(token.as_str()) && r.min_count() == Some(1) && r.max_count() == Some(1))
-        .then_output(move || RunInstancesOutput::builder().instances(running("i-1", &deployment)).build());
+        .match_requests(move |r| {
+            r.client_token() == Some(token.as_str())
+                && r.min_count() == Some(1)
+                && r.max_count() == Some(1)
+        })
+        .then_output(move || {
+            RunInstancesOutput::builder()
+                .instances(running("i-1", &deployment))
+                .build()
+        });
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
     ec2::launch(&client, &p, "lt-1", 3).await.unwrap();
     assert_eq!(run.num_calls(), 1);
@@ -106,10 +156,20 @@ async fn the_client_token_is_stable_and_sent() {
 
 #[tokio::test]
 async fn throttling_past_the_sdk_retries_is_named_throttled() {
-    let describe = mock!(Client::describe_instances)
-        .then_error(|| DescribeInstancesError::generic(ErrorMetadata::builder().code("RequestLimitExceeded").message("Request limit exceeded.").build()));
+    let describe = mock!(Client::describe_instances).then_error(|| {
+        DescribeInstancesError::generic(
+            ErrorMetadata::builder()
+                .code("RequestLimitExceeded")
+                .message("Request limit exceeded.")
+                .build(),
+        )
+    });
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe]);
     let err = ec2::describe_instance(&client, "i-1").await.unwrap_err();
     assert_eq!(err.kind, Kind::Throttled);
-    assert!(err.message.contains("RequestLimitExceeded"), "{}", err.message);
+    assert!(
+        err.message.contains("RequestLimitExceeded"),
+        "{}",
+        err.message
+    );
 }

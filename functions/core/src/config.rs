@@ -31,10 +31,35 @@ pub const PERMISSION_FIELDS: &[&str] = &["effect", "actions", "resources"];
 
 /// Awsless stack features that stackdrop does not deploy: named as such rather than "unknown".
 const AWSLESS_STACK_FEATURES: &[&str] = &[
-    "depends", "functions", "queues", "tables", "topics", "pubsub", "rest", "http", "rpc",
-    "graphql", "stores", "sites", "caches", "tasks", "crons", "configs", "searchs", "streams",
-    "onFailure", "onLog", "icons", "images", "routers", "metrics", "alerts", "permissions",
-    "tests", "buckets", "firehoses",
+    "depends",
+    "functions",
+    "queues",
+    "tables",
+    "topics",
+    "pubsub",
+    "rest",
+    "http",
+    "rpc",
+    "graphql",
+    "stores",
+    "sites",
+    "caches",
+    "tasks",
+    "crons",
+    "configs",
+    "searchs",
+    "streams",
+    "onFailure",
+    "onLog",
+    "icons",
+    "images",
+    "routers",
+    "metrics",
+    "alerts",
+    "permissions",
+    "tests",
+    "buckets",
+    "firehoses",
 ];
 
 pub const DEFAULT_USER: &str = "ec2-user";
@@ -165,7 +190,10 @@ pub fn check_name(s: &str) -> Result<String, String> {
 
 pub fn is_ami_id(s: &str) -> bool {
     s.strip_prefix("ami-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -179,9 +207,14 @@ pub fn is_ssm_parameter(p: &str) -> bool {
         && name.starts_with('/')
         && !name.ends_with('/')
         && !name.contains("//")
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
     let selector_ok = selector.is_none_or(|s| {
-        !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        !s.is_empty()
+            && s.len() <= 100
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     });
     name_ok && selector_ok
 }
@@ -189,22 +222,30 @@ pub fn is_ssm_parameter(p: &str) -> bool {
 /// EC2's `family.size` form: any real instance type (t3.medium, m7i-flex.large, u-6tb1.metal,
 /// mac2-m2pro.metal, c7gn.16xlarge, r7iz.metal-16xl), not a fixed list.
 pub fn is_instance_type(s: &str) -> bool {
-    let Some((family, size)) = s.split_once('.') else { return false };
+    let Some((family, size)) = s.split_once('.') else {
+        return false;
+    };
     let family_ok = family.len() >= 2
         && family.len() <= 24
         && family.starts_with(|c: char| c.is_ascii_lowercase())
         && family.bytes().any(|b| b.is_ascii_digit())
-        && family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && family
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !family.ends_with('-')
         && !family.contains("--");
-    let size_ok = matches!(size, "nano" | "micro" | "small" | "medium" | "large" | "xlarge" | "metal")
-        || size
-            .strip_suffix("xlarge")
-            .is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+    let size_ok = matches!(
+        size,
+        "nano" | "micro" | "small" | "medium" | "large" | "xlarge" | "metal"
+    ) || size
+        .strip_suffix("xlarge")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
         || size
             .strip_prefix("metal-")
             .and_then(|r| r.strip_suffix("xl"))
-            .is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()));
+            .is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit())
+            });
     family_ok && size_ok
 }
 
@@ -215,12 +256,19 @@ pub fn architecture_of(instance_type: &str) -> &'static str {
         return "arm64";
     }
     if family.starts_with("mac") {
-        return if family == "mac1" { "x86_64_mac" } else { "arm64_mac" };
+        return if family == "mac1" {
+            "x86_64_mac"
+        } else {
+            "arm64_mac"
+        };
     }
     // Graviton families put a "g" right after the generation digit: t4g, m7g, c7gn, im4gn, x2gd.
     let bytes = family.as_bytes();
     let letters = bytes.iter().take_while(|b| b.is_ascii_lowercase()).count();
-    let digits = bytes[letters..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let digits = bytes[letters..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if digits > 0 && bytes.get(letters + digits) == Some(&b'g') {
         return "arm64";
     }
@@ -231,7 +279,8 @@ pub fn architecture_of(instance_type: &str) -> &'static str {
 pub fn is_user_name(s: &str) -> bool {
     (1..=32).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 pub fn is_env_name(s: &str) -> bool {
@@ -244,11 +293,17 @@ pub fn is_iam_action(s: &str) -> bool {
     if s == "*" {
         return true;
     }
-    let Some((service, action)) = s.split_once(':') else { return false };
+    let Some((service, action)) = s.split_once(':') else {
+        return false;
+    };
     !service.is_empty()
-        && service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !action.is_empty()
-        && action.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'*' || b == b'?')
+        && action
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'*' || b == b'?')
 }
 
 /// An ARN (`arn:partition:service:region:account:resource`, wildcards allowed) or `*`.
@@ -294,7 +349,12 @@ pub fn did_you_mean<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .filter(|k| **k != "$schema")
-        .map(|k| (k, strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase())))
+        .map(|k| {
+            (
+                k,
+                strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase()),
+            )
+        })
         .filter(|(k, d)| *d <= 2.max(k.len() / 4) && *d < k.len())
         .min_by_key(|(_, d)| *d)
         .map(|(k, _)| *k)
@@ -321,11 +381,15 @@ fn kind(v: &Value) -> &'static str {
 
 impl<'a> Checker<'a> {
     fn new(file: &'a str) -> Self {
-        Checker { file, problems: Vec::new() }
+        Checker {
+            file,
+            problems: Vec::new(),
+        }
     }
 
     fn push(&mut self, pointer: &str, message: impl Into<String>) {
-        self.problems.push(Problem::new(self.file, pointer, message));
+        self.problems
+            .push(Problem::new(self.file, pointer, message));
     }
 
     fn object<'v>(&mut self, v: &'v Value, ptr: &str) -> Option<&'v Map<String, Value>> {
@@ -352,14 +416,23 @@ impl<'a> Checker<'a> {
         match v {
             Value::Bool(b) => Some(*b),
             other => {
-                self.push(ptr, format!("expected true or false, found {}", kind(other)));
+                self.push(
+                    ptr,
+                    format!("expected true or false, found {}", kind(other)),
+                );
                 None
             }
         }
     }
 
     /// Reports fields not in `known`; `extra` explains fields known elsewhere (Awsless features).
-    fn unknown_fields(&mut self, m: &Map<String, Value>, ptr: &str, known: &[&str], awsless: &[&str]) {
+    fn unknown_fields(
+        &mut self,
+        m: &Map<String, Value>,
+        ptr: &str,
+        known: &[&str],
+        awsless: &[&str],
+    ) {
         for key in m.keys() {
             if known.contains(&key.as_str()) {
                 continue;
@@ -371,15 +444,26 @@ impl<'a> Checker<'a> {
                     format!("{key:?} is an Awsless feature that stackdrop does not deploy (stackdrop reads \"instances\" only)"),
                 );
             } else if let Some(hint) = did_you_mean(key, known) {
-                self.push(&at, format!("unknown field {key:?}; did you mean {hint:?}?"));
+                self.push(
+                    &at,
+                    format!("unknown field {key:?}; did you mean {hint:?}?"),
+                );
             } else {
                 let list: Vec<&str> = known.iter().copied().filter(|k| *k != "$schema").collect();
-                self.push(&at, format!("unknown field {key:?} (known fields: {})", list.join(", ")));
+                self.push(
+                    &at,
+                    format!("unknown field {key:?} (known fields: {})", list.join(", ")),
+                );
             }
         }
     }
 
-    fn required<'v>(&mut self, m: &'v Map<String, Value>, ptr: &str, field: &str) -> Option<&'v Value> {
+    fn required<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        ptr: &str,
+        field: &str,
+    ) -> Option<&'v Value> {
         let v = m.get(field);
         if v.is_none() {
             self.push(ptr_or_root(ptr), format!("{field:?} is required"));
@@ -403,13 +487,22 @@ impl<'a> Checker<'a> {
     }
 
     /// A string or a non-empty list of strings, each accepted by `ok`.
-    fn string_or_list(&mut self, v: &Value, ptr: &str, ok: fn(&str) -> bool, what: &str) -> Vec<String> {
+    fn string_or_list(
+        &mut self,
+        v: &Value,
+        ptr: &str,
+        ok: fn(&str) -> bool,
+        what: &str,
+    ) -> Vec<String> {
         let items: Vec<(String, &Value)> = match v {
             Value::Array(list) => {
                 if list.is_empty() {
                     self.push(ptr, "must not be empty");
                 }
-                list.iter().enumerate().map(|(i, v)| (join(ptr, &i.to_string()), v)).collect()
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| (join(ptr, &i.to_string()), v))
+                    .collect()
             }
             single => vec![(ptr.to_string(), single)],
         };
@@ -418,7 +511,13 @@ impl<'a> Checker<'a> {
             match item {
                 Value::String(s) if ok(s) => out.push(s.clone()),
                 Value::String(s) => self.push(&at, format!("{s:?} is not {what}")),
-                other => self.push(&at, format!("expected a string or a list of strings, found {}", kind(other))),
+                other => self.push(
+                    &at,
+                    format!(
+                        "expected a string or a list of strings, found {}",
+                        kind(other)
+                    ),
+                ),
             }
         }
         out
@@ -442,7 +541,14 @@ pub fn parse_json(file: &str, bytes: &[u8]) -> Result<Value, Problem> {
             .rfind(" at line ")
             .map(|i| text[..i].to_string())
             .unwrap_or(text);
-        Problem::file(file, format!("invalid JSON at line {}, column {}: {reason}", e.line(), e.column()))
+        Problem::file(
+            file,
+            format!(
+                "invalid JSON at line {}, column {}: {reason}",
+                e.line(),
+                e.column()
+            ),
+        )
     })
 }
 
@@ -486,7 +592,10 @@ fn check_app(c: &mut Checker, value: &Value) -> Option<App> {
             }
         }
     }
-    Some(App { name: name?, connect })
+    Some(App {
+        name: name?,
+        connect,
+    })
 }
 
 /// Parses and checks both files; every problem of both is reported.
@@ -494,8 +603,18 @@ pub fn parse_config(app_json: &[u8], stack_json: &[u8]) -> Result<Config, Vec<Pr
     let app = parse_app(app_json);
     let stack = parse_stack(stack_json);
     match (app, stack) {
-        (Ok(app), Ok((stack, instances))) => Ok(Config { app: app.name, stack, connect: app.connect, instances }),
-        (a, s) => Err(a.err().unwrap_or_default().into_iter().chain(s.err().unwrap_or_default()).collect()),
+        (Ok(app), Ok((stack, instances))) => Ok(Config {
+            app: app.name,
+            stack,
+            connect: app.connect,
+            instances,
+        }),
+        (a, s) => Err(a
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(s.err().unwrap_or_default())
+            .collect()),
     }
 }
 
@@ -531,7 +650,10 @@ fn check_stack(c: &mut Checker, value: &Value) -> Option<(String, Vec<Instance>)
                     continue;
                 };
                 if let Some((_, other)) = seen.iter().find(|(n, _)| *n == name) {
-                    c.push(&ptr, format!("{key:?} and {other:?} both become the resource name {name:?}"));
+                    c.push(
+                        &ptr,
+                        format!("{key:?} and {other:?} both become the resource name {name:?}"),
+                    );
                 }
                 seen.push((name.clone(), key.clone()));
                 if let Some(i) = check_instance(c, iv, &ptr, key, &name) {
@@ -543,7 +665,13 @@ fn check_stack(c: &mut Checker, value: &Value) -> Option<(String, Vec<Instance>)
     Some((name?, instances))
 }
 
-fn check_instance(c: &mut Checker, v: &Value, ptr: &str, key: &str, name: &str) -> Option<Instance> {
+fn check_instance(
+    c: &mut Checker,
+    v: &Value,
+    ptr: &str,
+    key: &str,
+    name: &str,
+) -> Option<Instance> {
     let m = c.object(v, ptr)?;
     c.unknown_fields(m, ptr, INSTANCE_FIELDS, &[]);
     let at = |f: &str| join(ptr, f);
@@ -552,14 +680,19 @@ fn check_instance(c: &mut Checker, v: &Value, ptr: &str, key: &str, name: &str) 
         .required(m, ptr, "image")
         .and_then(|v| c.string(v, &at("image")))
         .and_then(|s| c.rule(&at("image"), Image::parse(s)));
-    let instance_type = c.required(m, ptr, "type").and_then(|v| c.string(v, &at("type"))).and_then(|s| {
-        let r = if is_instance_type(s) {
-            Ok(s.to_string())
-        } else {
-            Err(format!("{s:?} is not an EC2 instance type (expected family.size, e.g. \"t3.medium\")"))
-        };
-        c.rule(&at("type"), r)
-    });
+    let instance_type = c
+        .required(m, ptr, "type")
+        .and_then(|v| c.string(v, &at("type")))
+        .and_then(|s| {
+            let r = if is_instance_type(s) {
+                Ok(s.to_string())
+            } else {
+                Err(format!(
+                    "{s:?} is not an EC2 instance type (expected family.size, e.g. \"t3.medium\")"
+                ))
+            };
+            c.rule(&at("type"), r)
+        });
     let code = c
         .required(m, ptr, "code")
         .and_then(|v| c.string(v, &at("code")))
@@ -580,7 +713,10 @@ fn check_instance(c: &mut Checker, v: &Value, ptr: &str, key: &str, name: &str) 
         None => None,
         Some(v) => match c.string(v, &at("command")) {
             Some(s) if s.trim().is_empty() => {
-                c.push(&at("command"), "must not be empty (leave it out to start nothing)");
+                c.push(
+                    &at("command"),
+                    "must not be empty (leave it out to start nothing)",
+                );
                 command_ok = false;
                 None
             }
@@ -674,19 +810,31 @@ fn check_permission(c: &mut Checker, v: &Value, ptr: &str) -> Option<Permission>
             Some("allow") => Some(Effect::Allow),
             Some("deny") => Some(Effect::Deny),
             Some(s) => {
-                c.push(&join(ptr, "effect"), format!("{s:?} is not an effect (\"allow\" or \"deny\")"));
+                c.push(
+                    &join(ptr, "effect"),
+                    format!("{s:?} is not an effect (\"allow\" or \"deny\")"),
+                );
                 None
             }
             None => None,
         },
     };
-    let actions = c
-        .required(m, ptr, "actions")
-        .map(|v| c.string_or_list(v, &join(ptr, "actions"), is_iam_action, "an IAM action (service:Action, e.g. \"s3:GetObject\")"));
+    let actions = c.required(m, ptr, "actions").map(|v| {
+        c.string_or_list(
+            v,
+            &join(ptr, "actions"),
+            is_iam_action,
+            "an IAM action (service:Action, e.g. \"s3:GetObject\")",
+        )
+    });
     let resources = c
         .required(m, ptr, "resources")
         .map(|v| c.string_or_list(v, &join(ptr, "resources"), is_resource, "an ARN or \"*\""));
-    Some(Permission { effect: effect?, actions: actions?, resources: resources? })
+    Some(Permission {
+        effect: effect?,
+        actions: actions?,
+        resources: resources?,
+    })
 }
 
 #[cfg(test)]
@@ -707,7 +855,11 @@ mod tests {
         "waitForTermination": true }"#;
 
     fn errors(app: &str, stack: &str) -> Vec<String> {
-        parse_config(app.as_bytes(), stack.as_bytes()).unwrap_err().iter().map(|p| p.to_string()).collect()
+        parse_config(app.as_bytes(), stack.as_bytes())
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     fn instance_errors(instance: &str) -> Vec<String> {
@@ -723,14 +875,20 @@ mod tests {
     #[test]
     fn design_example_parses_with_values_kept() {
         let c = parse_config(APP.as_bytes(), stack_with(WORKER).as_bytes()).unwrap();
-        assert_eq!((c.app.as_str(), c.stack.as_str(), c.connect), ("my-app", "jobs", false));
+        assert_eq!(
+            (c.app.as_str(), c.stack.as_str(), c.connect),
+            ("my-app", "jobs", false)
+        );
         let w = &c.instances[0];
         assert_eq!(w.name, "worker");
         assert_eq!(w.image, Image::Ami("ami-0c55b159cbfafe1f0".into()));
         assert_eq!(w.instance_type, "t3.medium");
         assert_eq!(w.code, "src/worker");
         assert_eq!(w.command.as_deref(), Some("npm install && npm start"));
-        assert_eq!(w.environment, vec![("NODE_ENV".to_string(), "production".to_string())]);
+        assert_eq!(
+            w.environment,
+            vec![("NODE_ENV".to_string(), "production".to_string())]
+        );
         assert_eq!(w.permissions[0].actions, vec!["s3:GetObject"]);
         assert!(w.wait_for_termination);
     }
@@ -754,7 +912,11 @@ mod tests {
 
     #[test]
     fn connect_default_is_read() {
-        let c = parse_config(br#"{"name":"my-app","defaults":{"instance":{"connect":true}}}"#, stack_with(WORKER).as_bytes()).unwrap();
+        let c = parse_config(
+            br#"{"name":"my-app","defaults":{"instance":{"connect":true}}}"#,
+            stack_with(WORKER).as_bytes(),
+        )
+        .unwrap();
         assert!(c.connect);
     }
 
@@ -767,9 +929,15 @@ mod tests {
     #[test]
     fn broken_json_names_file_line_and_column() {
         let e = errors(APP, "{\n  \"name\": \"jobs\",\n  \"instances\": {\n}\n,}");
-        assert_eq!(e, vec!["stack.json: invalid JSON at line 5, column 2: trailing comma"]);
+        assert_eq!(
+            e,
+            vec!["stack.json: invalid JSON at line 5, column 2: trailing comma"]
+        );
         let e = errors("{\"name\": \"my-app\"", &stack_with(WORKER));
-        assert_eq!(e, vec!["app.json: invalid JSON at line 1, column 17: EOF while parsing an object"]);
+        assert_eq!(
+            e,
+            vec!["app.json: invalid JSON at line 1, column 17: EOF while parsing an object"]
+        );
     }
 
     #[test]
@@ -791,22 +959,44 @@ mod tests {
 
     #[test]
     fn unknown_field_suggests_the_close_one() {
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":"src","comand":"x"}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/comand: unknown field "comand"; did you mean "command"?"#);
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":"src","waitfortermination":false}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/waitfortermination: unknown field "waitfortermination"; did you mean "waitForTermination"?"#);
+        let e =
+            one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":"src","comand":"x"}"#);
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/comand: unknown field "comand"; did you mean "command"?"#
+        );
+        let e = one_error(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":"src","waitfortermination":false}"#,
+        );
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/waitfortermination: unknown field "waitfortermination"; did you mean "waitForTermination"?"#
+        );
     }
 
     #[test]
     fn unknown_field_far_from_any_lists_the_known_ones() {
         let e = errors(r#"{"name":"my-app","banana":1}"#, &stack_with(WORKER));
-        assert_eq!(e, vec![r#"app.json: /banana: unknown field "banana" (known fields: name, region, profile, stage, defaults)"#]);
+        assert_eq!(
+            e,
+            vec![
+                r#"app.json: /banana: unknown field "banana" (known fields: name, region, profile, stage, defaults)"#
+            ]
+        );
     }
 
     #[test]
     fn awsless_features_are_named_as_such() {
-        let e = errors(APP, r#"{"name":"jobs","functions":{},"instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#);
-        assert_eq!(e, vec![r#"stack.json: /functions: "functions" is an Awsless feature that stackdrop does not deploy (stackdrop reads "instances" only)"#]);
+        let e = errors(
+            APP,
+            r#"{"name":"jobs","functions":{},"instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                r#"stack.json: /functions: "functions" is an Awsless feature that stackdrop does not deploy (stackdrop reads "instances" only)"#
+            ]
+        );
     }
 
     #[test]
@@ -821,13 +1011,22 @@ mod tests {
             ]
         );
         let e = errors(r#"{}"#, r#"{"name":"jobs"}"#);
-        assert_eq!(e, vec![r#"app.json: /: "name" is required"#, r#"stack.json: /: "instances" is required"#]);
+        assert_eq!(
+            e,
+            vec![
+                r#"app.json: /: "name" is required"#,
+                r#"stack.json: /: "instances" is required"#
+            ]
+        );
     }
 
     #[test]
     fn empty_instances() {
         let e = errors(APP, r#"{"name":"jobs","instances":{}}"#);
-        assert_eq!(e, vec!["stack.json: /instances: must declare at least one instance"]);
+        assert_eq!(
+            e,
+            vec!["stack.json: /instances: must declare at least one instance"]
+        );
     }
 
     #[test]
@@ -838,14 +1037,30 @@ mod tests {
         assert!(check_name("ab").is_err());
         assert!(check_name(&"a".repeat(25)).is_err());
         assert!(check_name("my_worker").is_err());
-        let e = errors(APP, r#"{"name":"jobs","instances":{"my worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#);
-        assert_eq!(e, vec![r#"stack.json: /instances/my worker: "my worker" is not a valid name (3 to 24 characters of a-z, A-Z, 0-9 and "-")"#]);
+        let e = errors(
+            APP,
+            r#"{"name":"jobs","instances":{"my worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                r#"stack.json: /instances/my worker: "my worker" is not a valid name (3 to 24 characters of a-z, A-Z, 0-9 and "-")"#
+            ]
+        );
     }
 
     #[test]
     fn names_that_kebab_case_alike_collide() {
-        let e = errors(APP, r#"{"name":"jobs","instances":{"myWorker":{"image":"ami-12345678","type":"t3.micro","code":"."},"my-worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#);
-        assert_eq!(e, vec![r#"stack.json: /instances/my-worker: "my-worker" and "myWorker" both become the resource name "my-worker""#]);
+        let e = errors(
+            APP,
+            r#"{"name":"jobs","instances":{"myWorker":{"image":"ami-12345678","type":"t3.micro","code":"."},"my-worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                r#"stack.json: /instances/my-worker: "my-worker" and "myWorker" both become the resource name "my-worker""#
+            ]
+        );
     }
 
     #[test]
@@ -855,8 +1070,13 @@ mod tests {
         assert!(Image::parse("ami-1234567").is_err());
         assert!(Image::parse("ami-0C55B159CBFAFE1F0").is_err());
         assert_eq!(
-            Image::parse("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64").unwrap(),
-            Image::Ssm("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64".into())
+            Image::parse(
+                "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+            )
+            .unwrap(),
+            Image::Ssm(
+                "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64".into()
+            )
         );
         assert!(Image::parse("resolve:ssm:/my/param:3").is_ok());
         assert!(Image::parse("resolve:ssm:no-slash").is_err());
@@ -867,10 +1087,32 @@ mod tests {
 
     #[test]
     fn instance_type_rule_takes_any_real_type() {
-        for t in ["t3.medium", "t4g.nano", "g4dn.xlarge", "m7i-flex.large", "u-6tb1.metal", "c7gn.16xlarge", "r7iz.metal-16xl", "mac2-m2pro.metal", "p5.48xlarge", "x2iedn.32xlarge", "inf2.xlarge"] {
+        for t in [
+            "t3.medium",
+            "t4g.nano",
+            "g4dn.xlarge",
+            "m7i-flex.large",
+            "u-6tb1.metal",
+            "c7gn.16xlarge",
+            "r7iz.metal-16xl",
+            "mac2-m2pro.metal",
+            "p5.48xlarge",
+            "x2iedn.32xlarge",
+            "inf2.xlarge",
+        ] {
             assert!(is_instance_type(t), "{t}");
         }
-        for t in ["huge", "t3", "t3.", ".large", "T3.large", "t3.huge", "t.large", "t3.2large", "t3.medium.x"] {
+        for t in [
+            "huge",
+            "t3",
+            "t3.",
+            ".large",
+            "T3.large",
+            "t3.huge",
+            "t.large",
+            "t3.2large",
+            "t3.medium.x",
+        ] {
             assert!(!is_instance_type(t), "{t}");
         }
     }
@@ -896,20 +1138,34 @@ mod tests {
         assert!(normalize_code("src/../../x").is_err());
         assert!(normalize_code("C:/x").is_err());
         let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":"/srv/app"}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/code: "/srv/app" must be a relative folder inside the bundle"#);
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/code: "/srv/app" must be a relative folder inside the bundle"#
+        );
     }
 
     #[test]
     fn user_rule() {
         assert!(is_user_name("ec2-user") && is_user_name("_svc") && is_user_name("app1"));
-        assert!(!is_user_name("Root") && !is_user_name("1app") && !is_user_name("a b") && !is_user_name("x$"));
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","user":"bad user"}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/user: "bad user" is not a valid user name (up to 32 of a-z, 0-9, "_" and "-", starting with a letter or "_")"#);
+        assert!(
+            !is_user_name("Root")
+                && !is_user_name("1app")
+                && !is_user_name("a b")
+                && !is_user_name("x$")
+        );
+        let e =
+            one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","user":"bad user"}"#);
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/user: "bad user" is not a valid user name (up to 32 of a-z, 0-9, "_" and "-", starting with a letter or "_")"#
+        );
     }
 
     #[test]
     fn environment_rule() {
-        let e = instance_errors(r#"{"image":"ami-12345678","type":"t3.micro","code":".","environment":{"1BAD":"x","OK":5,"A-B":"y"}}"#);
+        let e = instance_errors(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","environment":{"1BAD":"x","OK":5,"A-B":"y"}}"#,
+        );
         assert_eq!(
             e,
             vec![
@@ -918,21 +1174,37 @@ mod tests {
                 r#"stack.json: /instances/worker/environment/A-B: "A-B" is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"#,
             ]
         );
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","environment":{"X":"a\u0000b"}}"#);
-        assert_eq!(e, "stack.json: /instances/worker/environment/X: must not contain a NUL character");
+        let e = one_error(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","environment":{"X":"a\u0000b"}}"#,
+        );
+        assert_eq!(
+            e,
+            "stack.json: /instances/worker/environment/X: must not contain a NUL character"
+        );
     }
 
     #[test]
     fn effect_rule() {
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"effect":"permit","actions":"s3:GetObject","resources":"*"}]}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/permissions/0/effect: "permit" is not an effect ("allow" or "deny")"#);
+        let e = one_error(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"effect":"permit","actions":"s3:GetObject","resources":"*"}]}"#,
+        );
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/permissions/0/effect: "permit" is not an effect ("allow" or "deny")"#
+        );
     }
 
     #[test]
     fn actions_rule() {
-        assert!(is_iam_action("s3:Get*") && is_iam_action("ec2:Describe?nstances") && is_iam_action("*"));
+        assert!(
+            is_iam_action("s3:Get*")
+                && is_iam_action("ec2:Describe?nstances")
+                && is_iam_action("*")
+        );
         assert!(!is_iam_action("s3") && !is_iam_action("s3:") && !is_iam_action("S3 :Get"));
-        let e = instance_errors(r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":[],"resources":"*"},{"actions":["GetObject"],"resources":"*"}]}"#);
+        let e = instance_errors(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":[],"resources":"*"},{"actions":["GetObject"],"resources":"*"}]}"#,
+        );
         assert_eq!(
             e,
             vec![
@@ -944,17 +1216,37 @@ mod tests {
 
     #[test]
     fn resources_rule() {
-        assert!(is_resource("arn:aws:s3:::my-bucket/*") && is_resource("*") && is_resource("arn:aws:sqs:*:*:queue"));
-        assert!(!is_resource("my-bucket") && !is_resource("arn:aws:s3") && !is_resource("arn:aws:s3:::a b"));
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":"s3:GetObject","resources":["bucket"]}]}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/permissions/0/resources/0: "bucket" is not an ARN or "*""#);
-        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":"s3:GetObject"}]}"#);
-        assert_eq!(e, r#"stack.json: /instances/worker/permissions/0: "resources" is required"#);
+        assert!(
+            is_resource("arn:aws:s3:::my-bucket/*")
+                && is_resource("*")
+                && is_resource("arn:aws:sqs:*:*:queue")
+        );
+        assert!(
+            !is_resource("my-bucket")
+                && !is_resource("arn:aws:s3")
+                && !is_resource("arn:aws:s3:::a b")
+        );
+        let e = one_error(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":"s3:GetObject","resources":["bucket"]}]}"#,
+        );
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/permissions/0/resources/0: "bucket" is not an ARN or "*""#
+        );
+        let e = one_error(
+            r#"{"image":"ami-12345678","type":"t3.micro","code":".","permissions":[{"actions":"s3:GetObject"}]}"#,
+        );
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/permissions/0: "resources" is required"#
+        );
     }
 
     #[test]
     fn wrong_types_are_named() {
-        let e = instance_errors(r#"{"image":5,"type":"t3.micro","code":".","waitForTermination":"yes","permissions":{}}"#);
+        let e = instance_errors(
+            r#"{"image":5,"type":"t3.micro","code":".","waitForTermination":"yes","permissions":{}}"#,
+        );
         assert_eq!(
             e,
             vec![
@@ -968,6 +1260,9 @@ mod tests {
     #[test]
     fn pointer_escapes_slash_and_tilde() {
         let e = errors(APP, r#"{"name":"jobs","instances":{"a/b~c":{}}}"#);
-        assert!(e[0].starts_with("stack.json: /instances/a~1b~0c: "), "{e:?}");
+        assert!(
+            e[0].starts_with("stack.json: /instances/a~1b~0c: "),
+            "{e:?}"
+        );
     }
 }

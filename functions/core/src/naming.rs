@@ -114,14 +114,20 @@ mod tests {
 
     #[test]
     fn resource_name_is_awsless_scheme() {
-        assert_eq!(resource_name("my-app", "jobs", "worker"), "my-app--jobs--instance--worker");
+        assert_eq!(
+            resource_name("my-app", "jobs", "worker"),
+            "my-app--jobs--instance--worker"
+        );
     }
 
     #[test]
     fn short_names_are_kept_whole() {
         let n = resource_name("my-app", "jobs", "worker");
         assert_eq!(role_name(&n), n);
-        assert_eq!(log_group_name(&n), "/stackdrop/instance/my-app--jobs--instance--worker");
+        assert_eq!(
+            log_group_name(&n),
+            "/stackdrop/instance/my-app--jobs--instance--worker"
+        );
     }
 
     #[test]
@@ -131,8 +137,15 @@ mod tests {
         let r = role_name(&n);
         assert_eq!(r.len(), 64);
         assert_eq!(r, role_name(&n), "stable");
-        assert!(r.starts_with("aaaaaaaaaaaaaaaaaaaaaaaa--bbbbbbbbbbbbbbbbbbbbbbbb--ins-"), "{r}");
-        assert!(r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c)), "IAM chars: {r}");
+        assert!(
+            r.starts_with("aaaaaaaaaaaaaaaaaaaaaaaa--bbbbbbbbbbbbbbbbbbbbbbbb--ins-"),
+            "{r}"
+        );
+        assert!(
+            r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c)),
+            "IAM chars: {r}"
+        );
         // Names differing only past the cut stay distinct.
         let other = resource_name(&"a".repeat(24), &"b".repeat(24), &"d".repeat(24));
         assert_ne!(role_name(&other), r);
@@ -143,7 +156,10 @@ mod tests {
         let a = deployment_id("b", "k", Some("v1"));
         assert_eq!(a, deployment_id("b", "k", Some("v1")));
         assert_ne!(a, deployment_id("b", "k", Some("v2")));
-        assert_ne!(deployment_id("b", "k1", None), deployment_id("b", "k", Some("1")));
+        assert_ne!(
+            deployment_id("b", "k1", None),
+            deployment_id("b", "k", Some("1"))
+        );
         assert_eq!(a.len(), 18);
     }
 

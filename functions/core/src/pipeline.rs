@@ -82,7 +82,11 @@ impl StepError {
     pub fn message(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.cause)
             .ok()
-            .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| self.cause.clone())
     }
 }
@@ -170,9 +174,16 @@ mod tests {
 
     #[test]
     fn lambda_error_cause_gives_its_message() {
-        let e = StepError { error: "InvalidBundle".into(), cause: r#"{"errorType":"InvalidBundle","errorMessage":"stack.json: /name: bad"}"#.into() };
+        let e = StepError {
+            error: "InvalidBundle".into(),
+            cause: r#"{"errorType":"InvalidBundle","errorMessage":"stack.json: /name: bad"}"#
+                .into(),
+        };
         assert_eq!(e.message(), "stack.json: /name: bad");
-        let e = StepError { error: "States.Timeout".into(), cause: "timed out".into() };
+        let e = StepError {
+            error: "States.Timeout".into(),
+            cause: "timed out".into(),
+        };
         assert_eq!(e.message(), "timed out");
     }
 

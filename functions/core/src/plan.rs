@@ -14,6 +14,8 @@ pub const INLINE_POLICY_MAX: usize = 10_240;
 pub const SSM_MANAGED_POLICY: &str = "AmazonSSMManagedInstanceCore";
 pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_ROOT_DEVICE: &str = "/dev/xvda";
+/// Every role and instance profile stackdrop creates lives under this IAM path.
+pub const IAM_PATH: &str = "/stackdrop/";
 
 /// Where the bundle is: the deployment is this exact object version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +92,9 @@ pub struct InstancePlan {
 #[serde(rename_all = "camelCase")]
 pub struct RolePlan {
     pub name: String,
+    /// The IAM path of the role and its instance profile: the deployer's permissions are
+    /// scoped to it.
+    pub path: String,
     pub trust_policy: Value,
     pub inline_policy_name: String,
     pub inline_policy: Value,
@@ -180,11 +185,24 @@ fn tag_value(s: &str) -> String {
 pub fn iam_tag_value(s: &str) -> String {
     tag_value(s)
         .chars()
-        .map(|c| if c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
-pub fn tags(app: &str, stack: &str, instance: &str, resource: &str, deployment: &str, source: &Source) -> BTreeMap<String, String> {
+pub fn tags(
+    app: &str,
+    stack: &str,
+    instance: &str,
+    resource: &str,
+    deployment: &str,
+    source: &Source,
+) -> BTreeMap<String, String> {
     let mut t = BTreeMap::new();
     t.insert("Name".into(), resource.into());
     t.insert("stackdrop:app".into(), app.into());
@@ -211,7 +229,13 @@ pub fn trust_policy() -> Value {
 
 /// The declared permissions plus exactly what the instance needs: read its own bundle version,
 /// write its own log group, and tag itself with its bootstrap result.
-pub fn inline_policy(config: &Config, instance: &Instance, log_group: &str, source: &Source, ctx: &Context) -> Value {
+pub fn inline_policy(
+    config: &Config,
+    instance: &Instance,
+    log_group: &str,
+    source: &Source,
+    ctx: &Context,
+) -> Value {
     let p = &ctx.partition;
     let region = &ctx.region;
     let account = ctx.account.as_deref().unwrap_or("*");
@@ -228,7 +252,11 @@ pub fn inline_policy(config: &Config, instance: &Instance, log_group: &str, sour
             })
         })
         .collect();
-    let object_arn = format!("arn:{p}:s3:::{}/{}", source.bucket, iam_literal(&source.key));
+    let object_arn = format!(
+        "arn:{p}:s3:::{}/{}",
+        source.bucket,
+        iam_literal(&source.key)
+    );
     statements.push(match &source.version_id {
         Some(v) => json!({
             "Sid": "ReadOwnBundleVersion",
@@ -269,8 +297,14 @@ pub fn inline_policy(config: &Config, instance: &Instance, log_group: &str, sour
 
 /// Plans every instance of the stack. `zip_root` is the folder the bundle's files sit under
 /// ("" or "name/"). Problems: user data over 16 KB, an inline policy over IAM's limit.
-pub fn plan(config: &Config, zip_root: &str, source: &Source, ctx: &Context) -> Result<Plan, Vec<Problem>> {
-    let deployment = naming::deployment_id(&source.bucket, &source.key, source.version_id.as_deref());
+pub fn plan(
+    config: &Config,
+    zip_root: &str,
+    source: &Source,
+    ctx: &Context,
+) -> Result<Plan, Vec<Problem>> {
+    let deployment =
+        naming::deployment_id(&source.bucket, &source.key, source.version_id.as_deref());
     let mut problems = Vec::new();
     let mut instances = Vec::new();
     for instance in &config.instances {
@@ -314,9 +348,20 @@ pub fn plan(config: &Config, zip_root: &str, source: &Source, ctx: &Context) -> 
                 format!("the role's policy would be {policy_len} characters, over IAM's limit of {INLINE_POLICY_MAX}"),
             ));
         }
-        let tags = tags(&config.app, &config.stack, &instance.name, &resource, &deployment, source);
+        let tags = tags(
+            &config.app,
+            &config.stack,
+            &instance.name,
+            &resource,
+            &deployment,
+            source,
+        );
         let ingress = if config.connect {
-            vec![Ingress { protocol: "tcp".into(), port: 22, from: "vpc".into() }]
+            vec![Ingress {
+                protocol: "tcp".into(),
+                port: 22,
+                from: "vpc".into(),
+            }]
         } else {
             vec![]
         };
@@ -330,17 +375,27 @@ pub fn plan(config: &Config, zip_root: &str, source: &Source, ctx: &Context) -> 
             tags,
             role: RolePlan {
                 name: naming::role_name(&resource),
+                path: IAM_PATH.into(),
                 trust_policy: trust_policy(),
                 inline_policy_name: "stackdrop-instance".into(),
                 inline_policy: policy,
-                managed_policy_arns: vec![format!("arn:{}:iam::aws:policy/{SSM_MANAGED_POLICY}", ctx.partition)],
+                managed_policy_arns: vec![format!(
+                    "arn:{}:iam::aws:policy/{SSM_MANAGED_POLICY}",
+                    ctx.partition
+                )],
                 permissions_boundary: ctx.permissions_boundary.clone(),
             },
             instance_profile: naming::instance_profile_name(&resource),
-            log_group: LogGroupPlan { name: log_group, retention_days: ctx.log_retention_days },
+            log_group: LogGroupPlan {
+                name: log_group,
+                retention_days: ctx.log_retention_days,
+            },
             security_group: SecurityGroupPlan {
                 name: naming::security_group_name(&resource),
-                description: format!("stackdrop {}/{}/{}", config.app, config.stack, instance.name),
+                description: format!(
+                    "stackdrop {}/{}/{}",
+                    config.app, config.stack, instance.name
+                ),
                 ingress,
             },
             launch_template: LaunchTemplatePlan {
@@ -386,12 +441,18 @@ impl Plan {
             self.app,
             self.stack,
             self.source.uri(),
-            self.source.version_id.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default(),
+            self.source
+                .version_id
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
             self.deployment,
             self.region
         );
         for i in &self.instances {
-            let actions: usize = i.role.inline_policy["Statement"].as_array().map_or(0, |s| s.len());
+            let actions: usize = i.role.inline_policy["Statement"]
+                .as_array()
+                .map_or(0, |s| s.len());
             s.push_str(&format!(
                 "\ninstance {} ({} on {}, {})\n  + IAM role          {} ({} policy statements, {}{})\n  + instance profile  {}\n  + log group         {} (retention {} days)\n  + security group    {} ({})\n  + launch template   {} (IMDSv2 required, hop limit 1, encrypted {} root volume)\n  + EC2 instance      user data {} bytes, waitForTermination {}\n",
                 i.name,
@@ -425,15 +486,29 @@ mod tests {
     const APP: &[u8] = br#"{"name":"my-app"}"#;
 
     fn config(instance: &str) -> Config {
-        parse_config(APP, format!(r#"{{"name":"jobs","instances":{{"worker":{instance}}}}}"#).as_bytes()).unwrap()
+        parse_config(
+            APP,
+            format!(r#"{{"name":"jobs","instances":{{"worker":{instance}}}}}"#).as_bytes(),
+        )
+        .unwrap()
     }
 
     fn source() -> Source {
-        Source { bucket: "stackdrop-bundles".into(), key: "jobs.zip".into(), version_id: Some("v1".into()) }
+        Source {
+            bucket: "stackdrop-bundles".into(),
+            key: "jobs.zip".into(),
+            version_id: Some("v1".into()),
+        }
     }
 
     fn ctx() -> Context {
-        Context { account: Some("123456789012".into()), permissions_boundary: Some("arn:aws:iam::123456789012:policy/stackdrop-boundary".into()), ..Context::default() }
+        Context {
+            account: Some("123456789012".into()),
+            permissions_boundary: Some(
+                "arn:aws:iam::123456789012:policy/stackdrop-boundary".into(),
+            ),
+            ..Context::default()
+        }
     }
 
     const WORKER: &str = r#"{"image":"ami-12345678","type":"t3.medium","code":"./src/worker","command":"npm start","permissions":[{"actions":"s3:GetObject","resources":"arn:aws:s3:::my-bucket/*"}]}"#;
@@ -446,15 +521,27 @@ mod tests {
         assert_eq!(i.role.name, "my-app--jobs--instance--worker");
         assert_eq!(i.instance_profile, "my-app--jobs--instance--worker");
         assert_eq!(i.launch_template.name, "my-app--jobs--instance--worker");
-        assert_eq!(i.log_group.name, "/stackdrop/instance/my-app--jobs--instance--worker");
+        assert_eq!(
+            i.log_group.name,
+            "/stackdrop/instance/my-app--jobs--instance--worker"
+        );
         assert_eq!(i.tags["stackdrop:app"], "my-app");
         assert_eq!(i.tags["stackdrop:stack"], "jobs");
         assert_eq!(i.tags["stackdrop:instance"], "worker");
         assert_eq!(i.tags["stackdrop:deployment"], p.deployment);
-        assert_eq!(i.tags["stackdrop:source"], "s3://stackdrop-bundles/jobs.zip");
+        assert_eq!(
+            i.tags["stackdrop:source"],
+            "s3://stackdrop-bundles/jobs.zip"
+        );
         assert_eq!(i.tags["stackdrop:source-version"], "v1");
-        assert_eq!(p.deployment, naming::deployment_id("stackdrop-bundles", "jobs.zip", Some("v1")));
-        assert_eq!(i.client_token, naming::client_token(&p.deployment, &i.resource_name));
+        assert_eq!(
+            p.deployment,
+            naming::deployment_id("stackdrop-bundles", "jobs.zip", Some("v1"))
+        );
+        assert_eq!(
+            i.client_token,
+            naming::client_token(&p.deployment, &i.resource_name)
+        );
     }
 
     #[test]
@@ -472,9 +559,19 @@ mod tests {
     fn role_has_declared_permissions_plus_exactly_what_the_instance_needs() {
         let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
         let role = &p.instances[0].role;
-        assert_eq!(role.trust_policy["Statement"][0]["Principal"]["Service"], "ec2.amazonaws.com");
-        assert_eq!(role.permissions_boundary.as_deref(), Some("arn:aws:iam::123456789012:policy/stackdrop-boundary"));
-        assert_eq!(role.managed_policy_arns, vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]);
+        assert_eq!(
+            role.trust_policy["Statement"][0]["Principal"]["Service"],
+            "ec2.amazonaws.com"
+        );
+        assert_eq!(role.path, "/stackdrop/");
+        assert_eq!(
+            role.permissions_boundary.as_deref(),
+            Some("arn:aws:iam::123456789012:policy/stackdrop-boundary")
+        );
+        assert_eq!(
+            role.managed_policy_arns,
+            vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+        );
         let st = role.inline_policy["Statement"].as_array().unwrap();
         assert_eq!(st.len(), 4);
         assert_eq!(st[0]["Action"], json!(["s3:GetObject"]));
@@ -484,12 +581,19 @@ mod tests {
         assert_eq!(st[1]["Condition"]["StringEquals"]["s3:VersionId"], "v1");
         assert_eq!(st[2]["Resource"], "arn:aws:logs:us-east-1:123456789012:log-group:/stackdrop/instance/my-app--jobs--instance--worker:*");
         assert_eq!(st[3]["Action"], "ec2:CreateTags");
-        assert_eq!(st[3]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"], json!(["stackdrop:bootstrap"]));
+        assert_eq!(
+            st[3]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+            json!(["stackdrop:bootstrap"])
+        );
     }
 
     #[test]
     fn unversioned_bundle_reads_the_object_and_wildcards_in_keys_are_literal() {
-        let src = Source { bucket: "b".into(), key: "a*b?$.zip".into(), version_id: None };
+        let src = Source {
+            bucket: "b".into(),
+            key: "a*b?$.zip".into(),
+            version_id: None,
+        };
         let p = plan(&config(WORKER), "", &src, &Context::default()).unwrap();
         let st = &p.instances[0].role.inline_policy["Statement"][1];
         assert_eq!(st["Action"], "s3:GetObject");
@@ -499,51 +603,101 @@ mod tests {
 
     #[test]
     fn connect_opens_ssh_from_the_vpc_only() {
-        let c = parse_config(br#"{"name":"my-app","defaults":{"instance":{"connect":true}}}"#, format!(r#"{{"name":"jobs","instances":{{"worker":{WORKER}}}}}"#).as_bytes()).unwrap();
+        let c = parse_config(
+            br#"{"name":"my-app","defaults":{"instance":{"connect":true}}}"#,
+            format!(r#"{{"name":"jobs","instances":{{"worker":{WORKER}}}}}"#).as_bytes(),
+        )
+        .unwrap();
         let p = plan(&c, "", &source(), &ctx()).unwrap();
-        assert_eq!(p.instances[0].security_group.ingress, vec![Ingress { protocol: "tcp".into(), port: 22, from: "vpc".into() }]);
+        assert_eq!(
+            p.instances[0].security_group.ingress,
+            vec![Ingress {
+                protocol: "tcp".into(),
+                port: 22,
+                from: "vpc".into()
+            }]
+        );
     }
 
     #[test]
     fn user_data_points_at_the_code_folder_under_the_zip_root() {
         let p = plan(&config(WORKER), "project/", &source(), &ctx()).unwrap();
-        assert!(p.instances[0].launch_template.user_data.contains("SD_PREFIX='project/src/worker/'"));
-        let whole = plan(&config(r#"{"image":"ami-12345678","type":"t3.medium","code":"."}"#), "", &source(), &ctx()).unwrap();
-        assert!(whole.instances[0].launch_template.user_data.contains("SD_PREFIX=''"));
+        assert!(p.instances[0]
+            .launch_template
+            .user_data
+            .contains("SD_PREFIX='project/src/worker/'"));
+        let whole = plan(
+            &config(r#"{"image":"ami-12345678","type":"t3.medium","code":"."}"#),
+            "",
+            &source(),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(whole.instances[0]
+            .launch_template
+            .user_data
+            .contains("SD_PREFIX=''"));
     }
 
     #[test]
     fn user_data_over_16kb_names_the_instance() {
-        let env: Vec<String> = (0..40).map(|i| format!(r#""VAR_{i}":"{}""#, "x".repeat(400))).collect();
-        let c = config(&format!(r#"{{"image":"ami-12345678","type":"t3.medium","code":".","environment":{{{}}}}}"#, env.join(",")));
+        let env: Vec<String> = (0..40)
+            .map(|i| format!(r#""VAR_{i}":"{}""#, "x".repeat(400)))
+            .collect();
+        let c = config(&format!(
+            r#"{{"image":"ami-12345678","type":"t3.medium","code":".","environment":{{{}}}}}"#,
+            env.join(",")
+        ));
         let e = plan(&c, "", &source(), &ctx()).unwrap_err();
         assert_eq!(e.len(), 1);
         let msg = e[0].to_string();
-        assert!(msg.starts_with("stack.json: /instances/worker: the instance's user data would be "), "{msg}");
+        assert!(
+            msg.starts_with("stack.json: /instances/worker: the instance's user data would be "),
+            "{msg}"
+        );
         assert!(msg.ends_with(" bytes, over EC2's limit of 16384 bytes (16 KB); shorten \"environment\" or \"command\""), "{msg}");
     }
 
     #[test]
     fn a_large_stack_stays_under_16kb_per_instance() {
         // 20 instances, each with 30 variables of 100 characters and a long command.
-        let env: Vec<String> = (0..30).map(|i| format!(r#""VARIABLE_NUMBER_{i}":"{}""#, "v'$`\\\"".repeat(20))).collect();
+        let env: Vec<String> = (0..30)
+            .map(|i| format!(r#""VARIABLE_NUMBER_{i}":"{}""#, "v'$`\\\"".repeat(20)))
+            .collect();
         let inst: Vec<String> = (0..20)
             .map(|n| format!(r#""worker-{n:02}":{{"image":"ami-12345678","type":"t3.medium","code":".","command":"{}","environment":{{{}}}}}"#, "./run --flag ".repeat(20), env.join(",")))
             .collect();
-        let c = parse_config(APP, format!(r#"{{"name":"jobs","instances":{{{}}}}}"#, inst.join(",")).as_bytes()).unwrap();
+        let c = parse_config(
+            APP,
+            format!(r#"{{"name":"jobs","instances":{{{}}}}}"#, inst.join(",")).as_bytes(),
+        )
+        .unwrap();
         let p = plan(&c, "some-root-folder/", &source(), &ctx()).unwrap();
         assert_eq!(p.instances.len(), 20);
         for i in &p.instances {
-            assert!(i.launch_template.user_data.len() <= USER_DATA_MAX, "{}", i.launch_template.user_data.len());
+            assert!(
+                i.launch_template.user_data.len() <= USER_DATA_MAX,
+                "{}",
+                i.launch_template.user_data.len()
+            );
         }
     }
 
     #[test]
     fn oversized_policy_names_the_permissions() {
         let perms: Vec<String> = (0..60).map(|i| format!(r#"{{"actions":"s3:GetObject","resources":"arn:aws:s3:::bucket-number-{i}-{}/*"}}"#, "p".repeat(150))).collect();
-        let c = config(&format!(r#"{{"image":"ami-12345678","type":"t3.medium","code":".","permissions":[{}]}}"#, perms.join(",")));
+        let c = config(&format!(
+            r#"{{"image":"ami-12345678","type":"t3.medium","code":".","permissions":[{}]}}"#,
+            perms.join(",")
+        ));
         let e = plan(&c, "", &source(), &ctx()).unwrap_err();
-        assert!(e[0].to_string().starts_with("stack.json: /instances/worker/permissions: the role's policy would be "), "{}", e[0]);
+        assert!(
+            e[0].to_string().starts_with(
+                "stack.json: /instances/worker/permissions: the role's policy would be "
+            ),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

@@ -13,8 +13,16 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(file: impl Into<String>, pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { file: file.into(), pointer: pointer.into(), message: message.into() }
+    pub fn new(
+        file: impl Into<String>,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            file: file.into(),
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 
     /// A problem with a whole file (no JSON path).

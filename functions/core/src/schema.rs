@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const NAME: &str = r"^[a-zA-Z0-9-]{3,24}$";
-const IMAGE: &str = r"^(ami-([0-9a-f]{8}|[0-9a-f]{17})|resolve:ssm:/[a-zA-Z0-9_./-]+(:[a-zA-Z0-9_.-]+)?)$";
+const IMAGE: &str =
+    r"^(ami-([0-9a-f]{8}|[0-9a-f]{17})|resolve:ssm:/[a-zA-Z0-9_./-]+(:[a-zA-Z0-9_.-]+)?)$";
 const INSTANCE_TYPE: &str = r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|[0-9]{1,3}xlarge|metal|metal-[0-9]{1,3}xl)$";
 const USER: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
 const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
@@ -171,7 +172,12 @@ mod tests {
             None => schema,
             Some(d) => &schema["$defs"][d],
         };
-        let mut keys: Vec<&str> = obj["properties"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut keys: Vec<&str> = obj["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         keys.sort();
         keys
     }
@@ -187,13 +193,28 @@ mod tests {
         let app = app_schema().to_value();
         let stack = stack_schema().to_value();
         assert_eq!(properties(&app, None), sorted(config::APP_FIELDS));
-        assert_eq!(properties(&app, Some("AppDefaults")), sorted(config::APP_DEFAULTS_FIELDS));
-        assert_eq!(properties(&app, Some("InstanceDefaults")), sorted(config::APP_INSTANCE_DEFAULTS_FIELDS));
+        assert_eq!(
+            properties(&app, Some("AppDefaults")),
+            sorted(config::APP_DEFAULTS_FIELDS)
+        );
+        assert_eq!(
+            properties(&app, Some("InstanceDefaults")),
+            sorted(config::APP_INSTANCE_DEFAULTS_FIELDS)
+        );
         assert_eq!(properties(&stack, None), sorted(config::STACK_FIELDS));
-        assert_eq!(properties(&stack, Some("InstanceSpec")), sorted(config::INSTANCE_FIELDS));
-        assert_eq!(properties(&stack, Some("PermissionSpec")), sorted(config::PERMISSION_FIELDS));
+        assert_eq!(
+            properties(&stack, Some("InstanceSpec")),
+            sorted(config::INSTANCE_FIELDS)
+        );
+        assert_eq!(
+            properties(&stack, Some("PermissionSpec")),
+            sorted(config::PERMISSION_FIELDS)
+        );
         assert_eq!(stack["additionalProperties"], Value::Bool(false));
-        assert_eq!(stack["$defs"]["InstanceSpec"]["additionalProperties"], Value::Bool(false));
+        assert_eq!(
+            stack["$defs"]["InstanceSpec"]["additionalProperties"],
+            Value::Bool(false)
+        );
     }
 
     #[test]
@@ -203,7 +224,12 @@ mod tests {
         assert_eq!(inst["user"]["default"], config::DEFAULT_USER);
         assert_eq!(inst["waitForTermination"]["default"], true);
         assert_eq!(stack["required"], serde_json::json!(["name", "instances"]));
-        let mut req: Vec<&str> = stack["$defs"]["InstanceSpec"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut req: Vec<&str> = stack["$defs"]["InstanceSpec"]["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         req.sort();
         assert_eq!(req, vec!["code", "image", "type"]);
     }

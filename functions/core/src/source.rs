@@ -34,11 +34,14 @@ impl ReadAt for [u8] {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, SourceError> {
-        let start = usize::try_from(offset).map_err(|_| SourceError("offset out of range".into()))?;
+        let start =
+            usize::try_from(offset).map_err(|_| SourceError("offset out of range".into()))?;
         let end = start.checked_add(len).filter(|&e| e <= <[u8]>::len(self));
         match end {
             Some(end) => Ok(self[start..end].to_vec()),
-            None => Err(SourceError(format!("read of {len} bytes at {offset} is past the end"))),
+            None => Err(SourceError(format!(
+                "read of {len} bytes at {offset} is past the end"
+            ))),
         }
     }
 }
@@ -63,7 +66,11 @@ pub struct Counting<S> {
 
 impl<S> Counting<S> {
     pub fn new(inner: S) -> Self {
-        Counting { inner, reads: 0.into(), bytes: 0.into() }
+        Counting {
+            inner,
+            reads: 0.into(),
+            bytes: 0.into(),
+        }
     }
 }
 

@@ -36,7 +36,9 @@ pub fn url_decode_key(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -53,7 +55,10 @@ pub fn url_decode_key(s: &str) -> String {
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Reads any of the three input shapes. The error names what is missing.
@@ -66,7 +71,8 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
             "Object Deleted" => Action::Teardown,
             other => return Err(format!("unsupported EventBridge event {other:?} (expected Object Created or Object Deleted)")),
         };
-        let bucket = str_at(detail, &["bucket", "name"]).ok_or("the event has no detail.bucket.name")?;
+        let bucket =
+            str_at(detail, &["bucket", "name"]).ok_or("the event has no detail.bucket.name")?;
         let raw = str_at(detail, &["object", "key"]).ok_or("the event has no detail.object.key")?;
         let decoded = url_decode_key(raw);
         return Ok(Trigger {
@@ -81,7 +87,10 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
     if let Some(records) = v.get("Records") {
         let records = records.as_array().ok_or("Records is not a list")?;
         let [record] = records.as_slice() else {
-            return Err(format!("expected exactly one S3 record, found {}", records.len()));
+            return Err(format!(
+                "expected exactly one S3 record, found {}",
+                records.len()
+            ));
         };
         let name = str_at(record, &["eventName"]).unwrap_or("");
         let action = if name.starts_with("ObjectCreated") {
@@ -108,7 +117,11 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
     let action = match str_at(v, &["action"]) {
         None | Some("deploy") => Action::Deploy,
         Some("teardown") => Action::Teardown,
-        Some(other) => return Err(format!("unknown action {other:?} (expected \"deploy\" or \"teardown\")")),
+        Some(other) => {
+            return Err(format!(
+                "unknown action {other:?} (expected \"deploy\" or \"teardown\")"
+            ))
+        }
     };
     Ok(Trigger {
         bucket: bucket.into(),
@@ -128,7 +141,15 @@ mod tests {
     fn eventbridge_object_created() {
         let e = json!({"version":"0","source":"aws.s3","detail-type":"Object Created","detail":{"bucket":{"name":"b"},"object":{"key":"stacks/my stack.zip","version-id":"v1","sequencer":"00"}}});
         let t = parse_trigger(&e).unwrap();
-        assert_eq!((t.bucket.as_str(), t.key.as_str(), t.version_id.as_deref(), t.action), ("b", "stacks/my stack.zip", Some("v1"), Action::Deploy));
+        assert_eq!(
+            (
+                t.bucket.as_str(),
+                t.key.as_str(),
+                t.version_id.as_deref(),
+                t.action
+            ),
+            ("b", "stacks/my stack.zip", Some("v1"), Action::Deploy)
+        );
         assert_eq!(t.alternate_key, None);
     }
 
@@ -155,16 +176,29 @@ mod tests {
     fn plain_input_from_console_or_schedule() {
         let t = parse_trigger(&json!({"bucket":"b","key":"k.zip"})).unwrap();
         assert_eq!((t.action, t.version_id), (Action::Deploy, None));
-        let t = parse_trigger(&json!({"bucket":"b","key":"k.zip","versionId":"v","action":"teardown"})).unwrap();
-        assert_eq!((t.action, t.version_id.as_deref()), (Action::Teardown, Some("v")));
+        let t =
+            parse_trigger(&json!({"bucket":"b","key":"k.zip","versionId":"v","action":"teardown"}))
+                .unwrap();
+        assert_eq!(
+            (t.action, t.version_id.as_deref()),
+            (Action::Teardown, Some("v"))
+        );
     }
 
     #[test]
     fn bad_inputs_say_what_is_missing() {
         assert_eq!(parse_trigger(&json!({"key":"k"})).unwrap_err(), "the input has no \"bucket\" (expected an S3 event or {\"bucket\",\"key\",\"versionId\"?,\"action\"?})");
-        assert_eq!(parse_trigger(&json!({"bucket":"b","key":"k","action":"nuke"})).unwrap_err(), "unknown action \"nuke\" (expected \"deploy\" or \"teardown\")");
-        assert_eq!(parse_trigger(&json!({"Records":[]})).unwrap_err(), "expected exactly one S3 record, found 0");
-        assert!(parse_trigger(&json!({"detail-type":"Object Restore Completed","detail":{}})).is_err());
+        assert_eq!(
+            parse_trigger(&json!({"bucket":"b","key":"k","action":"nuke"})).unwrap_err(),
+            "unknown action \"nuke\" (expected \"deploy\" or \"teardown\")"
+        );
+        assert_eq!(
+            parse_trigger(&json!({"Records":[]})).unwrap_err(),
+            "expected exactly one S3 record, found 0"
+        );
+        assert!(
+            parse_trigger(&json!({"detail-type":"Object Restore Completed","detail":{}})).is_err()
+        );
     }
 
     #[test]

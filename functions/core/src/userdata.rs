@@ -71,7 +71,8 @@ pub fn system_environment(input: &UserDataInput) -> Vec<(String, String)> {
 /// order (the user's after the system's, so a user value wins). Names are validated
 /// (`[A-Za-z_][A-Za-z0-9_]*`); values are quoted by [`shell_quote`].
 pub fn render_env_file(vars: &[(String, String)]) -> String {
-    let mut out = String::from("# written by stackdrop: sourced by the service, never edited by hand\n");
+    let mut out =
+        String::from("# written by stackdrop: sourced by the service, never edited by hand\n");
     for (name, value) in vars {
         debug_assert!(crate::config::is_env_name(name));
         out.push_str("export ");
@@ -173,7 +174,10 @@ fn b64(s: &str) -> String {
 
 /// Writes `content` to `path` with `mode`, carried as base64 so nothing in it is interpreted.
 fn write_file(out: &mut String, path: &str, mode: &str, content: &str) {
-    out.push_str(&format!("printf %s '{}' | base64 -d > {path}\nchmod {mode} {path}\n", b64(content)));
+    out.push_str(&format!(
+        "printf %s '{}' | base64 -d > {path}\nchmod {mode} {path}\n",
+        b64(content)
+    ));
 }
 
 /// Renders the whole user data script.
@@ -241,7 +245,12 @@ for attempt in 1 2 3 4 5; do
 done
 "#,
     );
-    write_file(&mut s, "/usr/local/lib/stackdrop/extract.py", "0644", EXTRACT_PY);
+    write_file(
+        &mut s,
+        "/usr/local/lib/stackdrop/extract.py",
+        "0644",
+        EXTRACT_PY,
+    );
     s.push_str(
         r#"sd_step "extract ${SD_PREFIX:-the bundle} into $SD_DIR"
 rm -rf -- "$SD_DIR.new"
@@ -255,14 +264,31 @@ sd_step "environment"
     );
     let env_path = format!("/etc/stackdrop/{i}.env");
     write_file(&mut s, &env_path, "0640", &render_env_file(&env));
-    s.push_str(&format!("chgrp -- \"$(id -gn -- \"$SD_USER\")\" {env_path}\n"));
+    s.push_str(&format!(
+        "chgrp -- \"$(id -gn -- \"$SD_USER\")\" {env_path}\n"
+    ));
     write_file(&mut s, "/usr/local/lib/stackdrop/ship.py", "0644", SHIP_PY);
-    write_file(&mut s, &format!("/etc/systemd/system/stackdrop-{i}-logs.service"), "0644", &ship_unit(input));
+    write_file(
+        &mut s,
+        &format!("/etc/systemd/system/stackdrop-{i}-logs.service"),
+        "0644",
+        &ship_unit(input),
+    );
     let mut units = format!("stackdrop-{i}-logs.service");
     if let Some(command) = input.command {
         s.push_str("sd_step \"service\"\n");
-        write_file(&mut s, &format!("/usr/local/lib/stackdrop/{i}/run"), "0755", &render_run_script(i, command));
-        write_file(&mut s, &format!("/etc/systemd/system/stackdrop-{i}.service"), "0644", &unit(input));
+        write_file(
+            &mut s,
+            &format!("/usr/local/lib/stackdrop/{i}/run"),
+            "0755",
+            &render_run_script(i, command),
+        );
+        write_file(
+            &mut s,
+            &format!("/etc/systemd/system/stackdrop-{i}.service"),
+            "0644",
+            &unit(input),
+        );
         units = format!("stackdrop-{i}.service {units}");
     }
     s.push_str(&format!(
@@ -279,7 +305,10 @@ mod tests {
     use proptest::prelude::*;
     use std::process::Command;
 
-    pub(crate) fn sample<'a>(env: &'a [(String, String)], command: Option<&'a str>) -> UserDataInput<'a> {
+    pub(crate) fn sample<'a>(
+        env: &'a [(String, String)],
+        command: Option<&'a str>,
+    ) -> UserDataInput<'a> {
         UserDataInput {
             app: "my-app",
             stack: "jobs",
@@ -299,8 +328,17 @@ mod tests {
 
     /// Runs `script` in real bash and returns stdout; fails the test on a non-zero exit.
     fn bash(script: &str, dir: &std::path::Path) -> Vec<u8> {
-        let out = Command::new("bash").arg("-c").arg(script).current_dir(dir).output().expect("bash runs");
-        assert!(out.status.success(), "bash failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "bash failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -331,7 +369,11 @@ mod tests {
             "'",
             "a'$'b",
         ];
-        let vars: Vec<(String, String)> = values.iter().enumerate().map(|(i, v)| (format!("V{i}"), v.to_string())).collect();
+        let vars: Vec<(String, String)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("V{i}"), v.to_string()))
+            .collect();
         let got = read_back(&vars, dir.path());
         for ((_, want), got) in vars.iter().zip(&got) {
             assert_eq!(got, want.as_bytes());
@@ -373,7 +415,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("env"), render_env_file(&all)).unwrap();
         let out = bash("env -i bash -c '. ./env; printf %s \"$APP/$STACK/$INSTANCE/$CLOUDWATCH_LOG_GROUP_NAME\"'", dir.path());
-        assert_eq!(String::from_utf8(out).unwrap(), "override/jobs/worker//stackdrop/instance/my-app--jobs--instance--worker");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "override/jobs/worker//stackdrop/instance/my-app--jobs--instance--worker"
+        );
     }
 
     #[test]
@@ -397,7 +442,9 @@ mod tests {
         let mut writes = 0;
         for line in ud.lines().filter(|l| l.starts_with("printf %s '")) {
             let path = line.rsplit("> ").next().unwrap();
-            let local = dir.path().join(path.trim_start_matches('/').replace('/', "_"));
+            let local = dir
+                .path()
+                .join(path.trim_start_matches('/').replace('/', "_"));
             let cmd = line.replace(&format!("> {path}"), &format!("> '{}'", local.display()));
             bash(&cmd, dir.path());
             let got = std::fs::read_to_string(&local).unwrap();
@@ -406,9 +453,15 @@ mod tests {
                 all.extend(env.iter().cloned());
                 assert_eq!(got, render_env_file(&all));
             } else if path.ends_with("/run") {
-                assert_eq!(got, render_run_script("worker", "echo \"$GREETING\" && sleep 1"));
+                assert_eq!(
+                    got,
+                    render_run_script("worker", "echo \"$GREETING\" && sleep 1")
+                );
             } else if path.ends_with("stackdrop-worker.service") {
-                assert!(got.contains("\nUser=ec2-user\n") && got.contains("\nRestart=on-failure\n"), "{got}");
+                assert!(
+                    got.contains("\nUser=ec2-user\n") && got.contains("\nRestart=on-failure\n"),
+                    "{got}"
+                );
             }
             writes += 1;
         }
@@ -421,12 +474,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("worker")).unwrap();
         let env_file = render_env_file(&[("GREETING".into(), "it's `fine` $(x)".into())]);
-        let script = render_run_script("worker", "printf '%s|%s' \"$GREETING\" \"$(basename \"$PWD\")\"")
-            .replace("/etc/stackdrop/worker.env", &dir.path().join("env").display().to_string());
+        let script = render_run_script(
+            "worker",
+            "printf '%s|%s' \"$GREETING\" \"$(basename \"$PWD\")\"",
+        )
+        .replace(
+            "/etc/stackdrop/worker.env",
+            &dir.path().join("env").display().to_string(),
+        );
         std::fs::write(dir.path().join("env"), env_file).unwrap();
         std::fs::write(dir.path().join("run"), script).unwrap();
-        let out = Command::new("bash").arg("run").env_clear().env("HOME", dir.path()).current_dir(dir.path()).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's `fine` $(x)|worker");
+        let out = Command::new("bash")
+            .arg("run")
+            .env_clear()
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's `fine` $(x)|worker"
+        );
     }
 
     #[test]
@@ -436,7 +504,11 @@ mod tests {
         input.key = "x'; touch pwned; echo '$(touch pwned)`touch pwned`";
         let ud = render(&input);
         // Execute only the variable block of the script and read the key back.
-        let vars: String = ud.lines().filter(|l| l.starts_with("SD_")).map(|l| format!("{l}\n")).collect();
+        let vars: String = ud
+            .lines()
+            .filter(|l| l.starts_with("SD_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let out = bash(&format!("{vars}printf %s \"$SD_KEY\""), dir.path());
         assert_eq!(String::from_utf8(out).unwrap(), input.key);
@@ -461,14 +533,24 @@ mod tests {
             use std::io::Write;
             let mut z = zip::ZipWriter::new(std::fs::File::create(&zpath).unwrap());
             let o = zip::write::SimpleFileOptions::default();
-            for (name, body) in [("root/app.json", "{}"), ("root/src/worker/main.sh", "echo hi"), ("root/src/other/x", "no")] {
+            for (name, body) in [
+                ("root/app.json", "{}"),
+                ("root/src/worker/main.sh", "echo hi"),
+                ("root/src/other/x", "no"),
+            ] {
                 z.start_file(name, o).unwrap();
                 z.write_all(body.as_bytes()).unwrap();
             }
             z.finish().unwrap();
         }
         std::fs::write(dir.path().join("extract.py"), EXTRACT_PY).unwrap();
-        let out = bash("python3 extract.py b.zip root/src/worker/ out && find out -type f | sort", dir.path());
-        assert_eq!(String::from_utf8(out).unwrap(), "extracted 1 file(s)\nout/main.sh\n");
+        let out = bash(
+            "python3 extract.py b.zip root/src/worker/ out && find out -type f | sort",
+            dir.path(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "extracted 1 file(s)\nout/main.sh\n"
+        );
     }
 }

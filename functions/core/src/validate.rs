@@ -23,24 +23,38 @@ pub fn validate_bundle(bundle: &Bundle) -> Result<ValidBundle, Vec<Problem>> {
         .iter()
         .filter(|i| !bundle.has_folder(&i.code))
         .map(|i| {
-            let what = if i.code.is_empty() { "the bundle holds no code".to_string() } else { format!("folder {:?} is not in the bundle", i.code) };
+            let what = if i.code.is_empty() {
+                "the bundle holds no code".to_string()
+            } else {
+                format!("folder {:?} is not in the bundle", i.code)
+            };
             Problem::new(config::STACK_FILE, join(&i.pointer(), "code"), what)
         })
         .collect();
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(ValidBundle { config, root: bundle.root.clone() })
+    Ok(ValidBundle {
+        config,
+        root: bundle.root.clone(),
+    })
 }
 
 /// Reads and validates a bundle from any random-access source.
-pub fn validate_source<S: ReadAt + ?Sized>(src: &S, name: &str) -> Result<ValidBundle, Vec<Problem>> {
+pub fn validate_source<S: ReadAt + ?Sized>(
+    src: &S,
+    name: &str,
+) -> Result<ValidBundle, Vec<Problem>> {
     let bundle = bundle::read_bundle(src, name, &Limits::default())?;
     validate_bundle(&bundle)
 }
 
 /// The AMI's architecture (as DescribeImages reports it) must be the one the type runs.
-pub fn check_image_architecture(instance: &config::Instance, image_id: &str, image_architecture: &str) -> Result<(), Problem> {
+pub fn check_image_architecture(
+    instance: &config::Instance,
+    image_id: &str,
+    image_architecture: &str,
+) -> Result<(), Problem> {
     let needed = config::architecture_of(&instance.instance_type);
     if needed == image_architecture {
         return Ok(());
@@ -75,7 +89,10 @@ mod tests {
         );
         let e = validate_bundle(&b).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].to_string(), r#"stack.json: /instances/worker/code: folder "src/worker" is not in the bundle"#);
+        assert_eq!(
+            e[0].to_string(),
+            r#"stack.json: /instances/worker/code: folder "src/worker" is not in the bundle"#
+        );
     }
 
     #[test]
@@ -104,7 +121,8 @@ mod tests {
             r#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t4g.small","code":"w"}}}"#,
         );
         let v = validate_bundle(&b).unwrap();
-        let e = check_image_architecture(&v.config.instances[0], "ami-12345678", "x86_64").unwrap_err();
+        let e =
+            check_image_architecture(&v.config.instances[0], "ami-12345678", "x86_64").unwrap_err();
         assert_eq!(e.to_string(), "stack.json: /instances/worker/image: ami-12345678 is an x86_64 image but t4g.small runs arm64");
         assert!(check_image_architecture(&v.config.instances[0], "ami-12345678", "arm64").is_ok());
     }

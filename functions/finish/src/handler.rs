@@ -10,39 +10,99 @@ use stackdrop_adapters::{ec2, events, iam, now_ms, Clients, Failure};
 use stackdrop_core::naming;
 use stackdrop_core::pipeline::{Decision, FinishInput, InstanceSummary, Outcome, Summary};
 
-pub async fn handle(clients: &Clients, event: LambdaEvent<FinishInput>) -> Result<Summary, Failure> {
+pub async fn handle(
+    clients: &Clients,
+    event: LambdaEvent<FinishInput>,
+) -> Result<Summary, Failure> {
     let input = event.payload;
     let d = &input.deployment;
     let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    let source_text = format!("{}{}", d.source.uri(), d.source.version_id.as_deref().map(|v| format!(" version {v}")).unwrap_or_default());
-    let stack_tags = [("stackdrop:app", d.app.as_str()), ("stackdrop:stack", d.stack.as_str())];
-    let mine = [stack_tags[0], stack_tags[1], ("stackdrop:deployment", d.deployment.as_str())];
+    let source_text = format!(
+        "{}{}",
+        d.source.uri(),
+        d.source
+            .version_id
+            .as_deref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default()
+    );
+    let stack_tags = [
+        ("stackdrop:app", d.app.as_str()),
+        ("stackdrop:stack", d.stack.as_str()),
+    ];
+    let mine = [
+        stack_tags[0],
+        stack_tags[1],
+        ("stackdrop:deployment", d.deployment.as_str()),
+    ];
     let mut retired = Vec::new();
     let mut error_text = None;
 
     let outcome = match (&input.error, d.decision) {
         (_, Decision::Noop) => Outcome::Noop,
         (None, Decision::Superseded) => {
-            store.record_step(&d.stack_id, &d.deployment, "superseded", "finish", "a newer version holds the stack", now_ms()).await?;
+            store
+                .record_step(
+                    &d.stack_id,
+                    &d.deployment,
+                    "superseded",
+                    "finish",
+                    "a newer version holds the stack",
+                    now_ms(),
+                )
+                .await?;
             Outcome::Superseded
         }
         (None, Decision::Deploy) => {
-            if store.finish(&d.stack_id, &d.deployment, &source_text, "succeeded", None, now_ms()).await? {
-                let old: Vec<String> = ec2::find_instances(&clients.ec2, &stack_tags, ec2::LIVE_STATES)
-                    .await?
-                    .into_iter()
-                    .filter(|i| i.deployment.as_deref() != Some(d.deployment.as_str()))
-                    .map(|i| i.id)
-                    .collect();
+            if store
+                .finish(
+                    &d.stack_id,
+                    &d.deployment,
+                    &source_text,
+                    "succeeded",
+                    None,
+                    now_ms(),
+                )
+                .await?
+            {
+                let old: Vec<String> =
+                    ec2::find_instances(&clients.ec2, &stack_tags, ec2::LIVE_STATES)
+                        .await?
+                        .into_iter()
+                        .filter(|i| i.deployment.as_deref() != Some(d.deployment.as_str()))
+                        .map(|i| i.id)
+                        .collect();
                 ec2::terminate(&clients.ec2, &old).await?;
-                let detail = if old.is_empty() { "current; nothing to retire".to_string() } else { format!("current; retired {}", old.join(", ")) };
-                store.record_step(&d.stack_id, &d.deployment, "succeeded", "finish", &detail, now_ms()).await?;
+                let detail = if old.is_empty() {
+                    "current; nothing to retire".to_string()
+                } else {
+                    format!("current; retired {}", old.join(", "))
+                };
+                store
+                    .record_step(
+                        &d.stack_id,
+                        &d.deployment,
+                        "succeeded",
+                        "finish",
+                        &detail,
+                        now_ms(),
+                    )
+                    .await?;
                 retired = old;
                 Outcome::Succeeded
             } else {
                 // A newer deployment claimed the stack while this one ran: step aside.
                 remove_mine(clients, &mine).await?;
-                store.record_step(&d.stack_id, &d.deployment, "superseded", "finish", "a newer version claimed the stack; removed this deployment's instances", now_ms()).await?;
+                store
+                    .record_step(
+                        &d.stack_id,
+                        &d.deployment,
+                        "superseded",
+                        "finish",
+                        "a newer version claimed the stack; removed this deployment's instances",
+                        now_ms(),
+                    )
+                    .await?;
                 Outcome::Superseded
             }
         }
@@ -62,9 +122,30 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<FinishInput>) -> Resul
                 }
             }
             let text = format!("{}: {message}", err.error);
-            store.finish(&d.stack_id, &d.deployment, &source_text, status, Some(&text), now_ms()).await?;
-            let detail = format!("{text}; removed {} instance(s) of this deployment", removed.len());
-            store.record_step(&d.stack_id, &d.deployment, status, "finish", &detail, now_ms()).await?;
+            store
+                .finish(
+                    &d.stack_id,
+                    &d.deployment,
+                    &source_text,
+                    status,
+                    Some(&text),
+                    now_ms(),
+                )
+                .await?;
+            let detail = format!(
+                "{text}; removed {} instance(s) of this deployment",
+                removed.len()
+            );
+            store
+                .record_step(
+                    &d.stack_id,
+                    &d.deployment,
+                    status,
+                    "finish",
+                    &detail,
+                    now_ms(),
+                )
+                .await?;
             error_text = Some(text);
             if superseded {
                 Outcome::Superseded
@@ -82,7 +163,11 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<FinishInput>) -> Resul
             InstanceSummary {
                 name: name.clone(),
                 instance_id: r.and_then(|r| r.instance_id.clone()),
-                state: if outcome == Outcome::Succeeded { r.and_then(|r| r.state.clone()) } else { None },
+                state: if outcome == Outcome::Succeeded {
+                    r.and_then(|r| r.state.clone())
+                } else {
+                    None
+                },
                 private_ip: r.and_then(|r| r.private_ip.clone()),
                 public_ip: r.and_then(|r| r.public_ip.clone()),
                 log_group: naming::log_group_name(&naming::resource_name(&d.app, &d.stack, name)),
@@ -110,7 +195,11 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<FinishInput>) -> Resul
 
 /// Terminates this deployment's instances; returns their ids.
 async fn remove_mine(clients: &Clients, mine: &[(&str, &str)]) -> Result<Vec<String>, Failure> {
-    let ids: Vec<String> = ec2::find_instances(&clients.ec2, mine, ec2::LIVE_STATES).await?.into_iter().map(|i| i.id).collect();
+    let ids: Vec<String> = ec2::find_instances(&clients.ec2, mine, ec2::LIVE_STATES)
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     ec2::terminate(&clients.ec2, &ids).await?;
     Ok(ids)
 }

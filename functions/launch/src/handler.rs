@@ -7,19 +7,35 @@ use stackdrop_adapters::store::{InstanceRecord, Store};
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{next_wait, InstanceTask};
 
-pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Result<InstanceTask, Failure> {
+pub async fn handle(
+    clients: &Clients,
+    event: LambdaEvent<InstanceTask>,
+) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
     let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    store.ensure_desired(&task.stack_id, &task.deployment).await?;
-    let plan = store.plan(&task.stack_id, &task.deployment, &task.instance).await?;
-    let (Some(template_id), Some(version)) = (task.launch_template_id.clone(), task.launch_template_version) else {
-        return Err(Failure::new(Kind::InvalidInput, "launch needs launchTemplateId and launchTemplateVersion (from provision)"));
+    store
+        .ensure_desired(&task.stack_id, &task.deployment)
+        .await?;
+    let plan = store
+        .plan(&task.stack_id, &task.deployment, &task.instance)
+        .await?;
+    let (Some(template_id), Some(version)) = (
+        task.launch_template_id.clone(),
+        task.launch_template_version,
+    ) else {
+        return Err(Failure::new(
+            Kind::InvalidInput,
+            "launch needs launchTemplateId and launchTemplateVersion (from provision)",
+        ));
     };
     let (instance, launched) = ec2::launch(&clients.ec2, &plan, &template_id, version).await?;
     let detail = if launched {
         format!("{}: launched {}", task.instance, instance.id)
     } else {
-        format!("{}: {} was already launched ({})", task.instance, instance.id, instance.state)
+        format!(
+            "{}: {} was already launched ({})",
+            task.instance, instance.id, instance.state
+        )
     };
     tracing::info!(instance = %task.instance, id = %instance.id, launched, "launch");
     let rec = InstanceRecord {
@@ -28,8 +44,19 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Resu
         private_ip: instance.private_ip.clone(),
         public_ip: instance.public_ip.clone(),
     };
-    store.set_instance(&task.stack_id, &task.deployment, &task.instance, &rec).await?;
-    store.record_step(&task.stack_id, &task.deployment, "starting", "launch", &detail, now_ms()).await?;
+    store
+        .set_instance(&task.stack_id, &task.deployment, &task.instance, &rec)
+        .await?;
+    store
+        .record_step(
+            &task.stack_id,
+            &task.deployment,
+            "starting",
+            "launch",
+            &detail,
+            now_ms(),
+        )
+        .await?;
     task.instance_id = Some(instance.id);
     task.state = Some(instance.state);
     task.polls = 0;

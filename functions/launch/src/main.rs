@@ -10,5 +10,8 @@ async fn main() -> Result<(), Error> {
     stackdrop_adapters::init_logging();
     let clients = Clients::load().await;
     let clients = &clients;
-    run(service_fn(move |event: LambdaEvent<_>| handler::handle(clients, event))).await
+    run(service_fn(move |event: LambdaEvent<_>| {
+        handler::handle(clients, event)
+    }))
+    .await
 }

@@ -6,35 +6,62 @@ use stackdrop_adapters::store::{InstanceRecord, Store};
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{next_wait, InstanceTask};
 
-pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Result<InstanceTask, Failure> {
+pub async fn handle(
+    clients: &Clients,
+    event: LambdaEvent<InstanceTask>,
+) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
     let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    store.ensure_desired(&task.stack_id, &task.deployment).await?;
-    let id = task.instance_id.clone().ok_or_else(|| Failure::new(Kind::InvalidInput, "poll needs instanceId (from launch)"))?;
+    store
+        .ensure_desired(&task.stack_id, &task.deployment)
+        .await?;
+    let id = task
+        .instance_id
+        .clone()
+        .ok_or_else(|| Failure::new(Kind::InvalidInput, "poll needs instanceId (from launch)"))?;
     let now = now_s();
     let instance = ec2::describe_instance(&clients.ec2, &id)
         .await?
-        .ok_or_else(|| Failure::new(Kind::InstanceTerminated, format!("{}: instance {id} no longer exists", task.instance)))?;
+        .ok_or_else(|| {
+            Failure::new(
+                Kind::InstanceTerminated,
+                format!("{}: instance {id} no longer exists", task.instance),
+            )
+        })?;
     let rec = InstanceRecord {
         instance_id: Some(id.clone()),
         state: Some(instance.state.clone()),
         private_ip: instance.private_ip.clone(),
         public_ip: instance.public_ip.clone(),
     };
-    store.set_instance(&task.stack_id, &task.deployment, &task.instance, &rec).await?;
+    store
+        .set_instance(&task.stack_id, &task.deployment, &task.instance, &rec)
+        .await?;
     task.polls += 1;
     task.state = Some(instance.state.clone());
     task.private_ip = instance.private_ip.clone();
     task.public_ip = instance.public_ip.clone();
     match instance.state.as_str() {
         "running" => {
-            store.record_step(&task.stack_id, &task.deployment, "starting", "running", &format!("{}: {id} is running", task.instance), now_ms()).await?;
+            store
+                .record_step(
+                    &task.stack_id,
+                    &task.deployment,
+                    "starting",
+                    "running",
+                    &format!("{}: {id} is running", task.instance),
+                    now_ms(),
+                )
+                .await?;
             task.wait = 0;
             Ok(task)
         }
         "pending" if now >= task.deadline => Err(Failure::new(
             Kind::DeadlineExceeded,
-            format!("{}: {id} was still pending at the deadline (after {} polls)", task.instance, task.polls),
+            format!(
+                "{}: {id} was still pending at the deadline (after {} polls)",
+                task.instance, task.polls
+            ),
         )),
         "pending" => {
             task.wait = next_wait(task.polls, now, task.deadline);
@@ -42,7 +69,11 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Resu
         }
         other => Err(Failure::new(
             Kind::InstanceTerminated,
-            format!("{}: {id} is {other}: {}", task.instance, instance.reason.as_deref().unwrap_or("EC2 gave no reason")),
+            format!(
+                "{}: {id} is {other}: {}",
+                task.instance,
+                instance.reason.as_deref().unwrap_or("EC2 gave no reason")
+            ),
         )),
     }
 }

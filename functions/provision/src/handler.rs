@@ -6,16 +6,24 @@ use stackdrop_adapters::store::Store;
 use stackdrop_adapters::{ec2, iam, logs, now_ms, Clients, Failure};
 use stackdrop_core::pipeline::InstanceTask;
 
-pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Result<InstanceTask, Failure> {
+pub async fn handle(
+    clients: &Clients,
+    event: LambdaEvent<InstanceTask>,
+) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
     let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    store.ensure_desired(&task.stack_id, &task.deployment).await?;
-    let plan = store.plan(&task.stack_id, &task.deployment, &task.instance).await?;
+    store
+        .ensure_desired(&task.stack_id, &task.deployment)
+        .await?;
+    let plan = store
+        .plan(&task.stack_id, &task.deployment, &task.instance)
+        .await?;
 
     let role = iam::ensure_role_and_profile(&clients.iam, &plan).await?;
     let log_group = logs::ensure_log_group(&clients.logs, &plan).await?;
     let (sg, sg_created) = ec2::ensure_security_group(&clients.ec2, &plan).await?;
-    let (template_id, version, lt_created) = ec2::ensure_launch_template(&clients.ec2, &plan, &sg).await?;
+    let (template_id, version, lt_created) =
+        ec2::ensure_launch_template(&clients.ec2, &plan, &sg).await?;
 
     let created: Vec<&str> = [
         (role.created_role, "role"),
@@ -31,10 +39,23 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<InstanceTask>) -> Resu
     let detail = format!(
         "{}: launch template {template_id} version {version}; {}",
         task.instance,
-        if created.is_empty() { "nothing new (all in place)".to_string() } else { format!("created {}", created.join(", ")) }
+        if created.is_empty() {
+            "nothing new (all in place)".to_string()
+        } else {
+            format!("created {}", created.join(", "))
+        }
     );
     tracing::info!(instance = %task.instance, %detail, "provisioned");
-    store.record_step(&task.stack_id, &task.deployment, "launching", "provision", &detail, now_ms()).await?;
+    store
+        .record_step(
+            &task.stack_id,
+            &task.deployment,
+            "launching",
+            "provision",
+            &detail,
+            now_ms(),
+        )
+        .await?;
     task.launch_template_id = Some(template_id);
     task.launch_template_version = Some(version);
     Ok(task)

@@ -21,10 +21,24 @@ fn invalid(problems: &[Problem]) -> Failure {
 pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Deployment, Failure> {
     let trigger = parse_trigger(&event.payload).map_err(|e| Failure::new(Kind::InvalidInput, e))?;
     if trigger.action != Action::Deploy {
-        return Err(Failure::new(Kind::InvalidInput, "this is the deploy state machine; teardown events go to the teardown machine"));
+        return Err(Failure::new(
+            Kind::InvalidInput,
+            "this is the deploy state machine; teardown events go to the teardown machine",
+        ));
     }
-    let head = s3::head(&clients.s3, &trigger.bucket, &trigger.key, trigger.alternate_key.as_deref(), trigger.version_id.as_deref()).await?;
-    let source = Source { bucket: trigger.bucket.clone(), key: head.key.clone(), version_id: head.version_id.clone() };
+    let head = s3::head(
+        &clients.s3,
+        &trigger.bucket,
+        &trigger.key,
+        trigger.alternate_key.as_deref(),
+        trigger.version_id.as_deref(),
+    )
+    .await?;
+    let source = Source {
+        bucket: trigger.bucket.clone(),
+        key: head.key.clone(),
+        version_id: head.version_id.clone(),
+    };
     let name = source.uri();
     tracing::info!(bundle = %name, version = ?source.version_id, size = head.size, "validating");
 
@@ -41,10 +55,16 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
     });
     let reader = object.clone();
     let reader_name = name.clone();
-    let valid = tokio::task::spawn_blocking(move || validate::validate_source(reader.as_ref(), &reader_name))
-        .await
-        .map_err(|e| Failure::new(Kind::AwsError, format!("bundle reader stopped: {e}")))?;
-    tracing::info!(requests = object.requests.load(Ordering::Relaxed), bytes = object.bytes.load(Ordering::Relaxed), "bundle read");
+    let valid = tokio::task::spawn_blocking(move || {
+        validate::validate_source(reader.as_ref(), &reader_name)
+    })
+    .await
+    .map_err(|e| Failure::new(Kind::AwsError, format!("bundle reader stopped: {e}")))?;
+    tracing::info!(
+        requests = object.requests.load(Ordering::Relaxed),
+        bytes = object.bytes.load(Ordering::Relaxed),
+        "bundle read"
+    );
     let valid = valid.map_err(|p| invalid(&p))?;
 
     let ctx = Context {
@@ -54,7 +74,8 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
         permissions_boundary: clients.settings.permissions_boundary.clone(),
         log_retention_days: clients.settings.log_retention_days,
     };
-    let mut plan = plan::plan(&valid.config, &valid.root, &source, &ctx).map_err(|p| invalid(&p))?;
+    let mut plan =
+        plan::plan(&valid.config, &valid.root, &source, &ctx).map_err(|p| invalid(&p))?;
 
     // Images: resolve `resolve:ssm:`, check the AMI exists and fits the instance type.
     let mut problems = Vec::new();
@@ -68,9 +89,18 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
             }
         };
         match ec2::describe_image(&clients.ec2, &ami).await? {
-            None => problems.push(Problem::new("stack.json", at, format!("{ami} does not exist in {} (or is not shared with this account)", ctx.region))),
+            None => problems.push(Problem::new(
+                "stack.json",
+                at,
+                format!(
+                    "{ami} does not exist in {} (or is not shared with this account)",
+                    ctx.region
+                ),
+            )),
             Some(image) => {
-                if let Err(p) = validate::check_image_architecture(instance, &ami, &image.architecture) {
+                if let Err(p) =
+                    validate::check_image_architecture(instance, &ami, &image.architecture)
+                {
                     problems.push(p);
                 }
                 planned.launch_template.image_id = image.id.clone();
@@ -94,14 +124,36 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
             decision = Decision::Superseded;
         }
     }
-    let source_text = format!("{}{}", source.uri(), source.version_id.as_deref().map(|v| format!(" version {v}")).unwrap_or_default());
+    let source_text = format!(
+        "{}{}",
+        source.uri(),
+        source
+            .version_id
+            .as_deref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default()
+    );
     if decision == Decision::Deploy {
-        store.start_deployment(&id, &plan.deployment, &source_text, started_at).await?;
+        store
+            .start_deployment(&id, &plan.deployment, &source_text, started_at)
+            .await?;
         for i in &plan.instances {
-            let json = serde_json::to_string(i).map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
-            store.put_plan(&id, &plan.deployment, &i.name, &json).await?;
+            let json = serde_json::to_string(i)
+                .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
+            store
+                .put_plan(&id, &plan.deployment, &i.name, &json)
+                .await?;
         }
-        decision = match store.claim(&id, &plan.deployment, &source_text, head.last_modified_ms, started_at).await? {
+        decision = match store
+            .claim(
+                &id,
+                &plan.deployment,
+                &source_text,
+                head.last_modified_ms,
+                started_at,
+            )
+            .await?
+        {
             Claim::Claimed { .. } => Decision::Deploy,
             Claim::AlreadyCurrent => Decision::Noop,
             Claim::Superseded { .. } => Decision::Superseded,
@@ -116,7 +168,9 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
             Decision::Noop => "unchanged",
             Decision::Superseded => "superseded",
         };
-        store.record_step(&id, &plan.deployment, status, "validate", &detail, now_ms()).await?;
+        store
+            .record_step(&id, &plan.deployment, status, "validate", &detail, now_ms())
+            .await?;
     }
     tracing::info!(stack = %id, deployment = %plan.deployment, ?decision, "validated");
     Ok(Deployment {
