@@ -65,7 +65,7 @@ def main():
             if n == 0:
                 continue  # the first deploy also pays each function's first start
             rows.append((total, total - waited, transitions, waited))
-    print(f"| deploys | upload -> running (median) | minus Wait seconds (median) | state transitions per deploy | Wait seconds |")
+    print(f"| deploys | upload -> deploy done (median) | minus Wait seconds (median) | state transitions per deploy | Wait seconds |")
     print("|---:|---:|---:|---:|---:|")
     print(f"| {len(rows)} | {statistics.median(r[0] for r in rows):.2f} s | {statistics.median(r[1] for r in rows):.2f} s "
           f"| {statistics.median(r[2] for r in rows):.0f} | {statistics.median(r[3] for r in rows):.1f} s |")

@@ -105,9 +105,8 @@ def test_invalid_bundle_fails_with_file_and_path_and_creates_nothing(sd, bundles
     ex = sd.wait_execution(key, version)
     assert ex["status"] == "FAILED"
     assert ex["error"] == "InvalidBundle"
-    assert 'stack.json: /instances/greeter/type: \\"huge\\" is not an EC2 instance type' in ex["cause"] or \
-        'stack.json: /instances/greeter/type: "huge" is not an EC2 instance type' in json.loads(ex["cause"])["errorMessage"]
     message = json.loads(ex["cause"])["errorMessage"]
+    assert 'stack.json: /instances/greeter/type: "huge" is not an EC2 instance type' in message
     assert 'stack.json: /instances/greeter/comand: unknown field "comand"; did you mean "command"?' in message
     assert live_instances(sd, app) == []
     roles = [r["RoleName"] for r in sd.client("iam").list_roles()["Roles"]]

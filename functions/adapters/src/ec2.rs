@@ -254,6 +254,24 @@ pub fn template_fingerprint(plan: &InstancePlan, security_group_id: &str) -> Str
     )
 }
 
+/// The id of the launch template with this name, if it exists.
+pub async fn find_launch_template_id(ec2: &Client, name: &str) -> Result<Option<String>, Failure> {
+    match ec2
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .launch_templates()
+            .first()
+            .and_then(|t| t.launch_template_id())
+            .map(String::from)),
+        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => Ok(None),
+        Err(e) => Err(Failure::aws("DescribeLaunchTemplates", e)),
+    }
+}
+
 /// Finds or creates the launch template, with a version holding exactly this plan (a new
 /// version only when it changed). Returns (template id, version number, created something).
 pub async fn ensure_launch_template(
@@ -263,20 +281,7 @@ pub async fn ensure_launch_template(
 ) -> Result<(String, i64, bool), Failure> {
     let name = &plan.launch_template.name;
     let fingerprint = template_fingerprint(plan, security_group_id);
-    let existing = ec2
-        .describe_launch_templates()
-        .launch_template_names(name)
-        .send()
-        .await;
-    let template_id = match existing {
-        Ok(out) => out
-            .launch_templates()
-            .first()
-            .and_then(|t| t.launch_template_id())
-            .map(String::from),
-        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
-        Err(e) => return Err(Failure::aws("DescribeLaunchTemplates", e)),
-    };
+    let template_id = find_launch_template_id(ec2, name).await?;
     let Some(template_id) = template_id else {
         let res = ec2
             .create_launch_template()
@@ -528,20 +533,7 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
 /// Deletes the launch template and security group. A group still used by a terminating
 /// instance is [`Kind::CleanupPending`] (retried by the state machine).
 pub async fn delete_template_and_group(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
-    let found = match ec2
-        .describe_launch_templates()
-        .launch_template_names(&plan.launch_template.name)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .launch_templates()
-            .first()
-            .and_then(|t| t.launch_template_id())
-            .map(String::from),
-        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => None,
-        Err(e) => return Err(Failure::aws("DescribeLaunchTemplates", e)),
-    };
+    let found = find_launch_template_id(ec2, &plan.launch_template.name).await?;
     if let Some(id) = found {
         match ec2
             .delete_launch_template()

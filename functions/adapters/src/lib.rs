@@ -66,6 +66,11 @@ impl Settings {
 }
 
 impl Clients {
+    /// The state store, on this function's table.
+    pub fn store(&self) -> store::Store {
+        store::Store::new(self.ddb.clone(), &self.settings.table)
+    }
+
     /// Loads the AWS configuration once (region, credentials, `AWS_ENDPOINT_URL` for local AWS).
     pub async fn load() -> Clients {
         let conf = aws_config::load_defaults(BehaviorVersion::latest()).await;

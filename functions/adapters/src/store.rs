@@ -127,6 +127,19 @@ impl Store {
         }
     }
 
+    /// An UpdateItem on one item of the stack.
+    fn update(
+        &self,
+        stack_id: &str,
+        sk: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk(stack_id)))
+            .key("sk", s(sk))
+    }
+
     async fn get(&self, stack_id: &str, sk: &str) -> Result<Option<HashMap<String, Av>>, Failure> {
         let out = self
             .ddb
@@ -169,12 +182,7 @@ impl Store {
         if before.current.as_deref() == Some(deployment) {
             return Ok(Claim::AlreadyCurrent);
         }
-        let res = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(stack_id)))
-            .key("sk", s(STACK_SK))
+        let res = self.update(stack_id, STACK_SK)
             .update_expression("SET desired = :d, desiredSource = :src, desiredAt = :t, inProgress = :d, #st = :status, updatedAt = :now")
             .condition_expression("attribute_not_exists(desiredAt) OR desiredAt <= :t OR desired = :d")
             .expression_attribute_names("#st", "status")
@@ -211,6 +219,17 @@ impl Store {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The plan of a Map item's instance, provided its deployment is still the desired one.
+    pub async fn task_plan(
+        &self,
+        task: &stackdrop_core::pipeline::InstanceTask,
+    ) -> Result<stackdrop_core::plan::InstancePlan, Failure> {
+        self.ensure_desired(&task.stack_id, &task.deployment)
+            .await?;
+        self.plan(&task.stack_id, &task.deployment, &task.instance)
+            .await
     }
 
     /// Creates the deployment's record once (a re-run keeps the first one's history).
@@ -259,11 +278,7 @@ impl Store {
             detail: detail.into(),
         })
         .unwrap_or_default();
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(stack_id)))
-            .key("sk", s(&deployment_sk(deployment)))
+        self.update(stack_id, &deployment_sk(deployment))
             .update_expression(
                 "SET steps = list_append(if_not_exists(steps, :empty), :e), #st = :status",
             )
@@ -285,11 +300,7 @@ impl Store {
         rec: &InstanceRecord,
     ) -> Result<(), Failure> {
         let json = serde_json::to_string(rec).unwrap_or_default();
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(stack_id)))
-            .key("sk", s(&deployment_sk(deployment)))
+        self.update(stack_id, &deployment_sk(deployment))
             .update_expression("SET instances.#n = :i")
             .expression_attribute_names("#n", name)
             .expression_attribute_values(":i", s(&json))
@@ -393,12 +404,7 @@ impl Store {
     ) -> Result<bool, Failure> {
         let mut became_current = false;
         if status == "succeeded" {
-            let res = self
-                .ddb
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk(stack_id)))
-                .key("sk", s(STACK_SK))
+            let res = self.update(stack_id, STACK_SK)
                 .update_expression("SET #cur = :d, currentSource = :src, #st = :running, updatedAt = :now REMOVE inProgress, lastError")
                 .condition_expression("desired = :d")
                 .expression_attribute_names("#cur", "current")
@@ -417,11 +423,7 @@ impl Store {
         } else if status == "failed" {
             // The stack's status speaks of the deployment that holds the lease only.
             let res = self
-                .ddb
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk(stack_id)))
-                .key("sk", s(STACK_SK))
+                .update(stack_id, STACK_SK)
                 .update_expression(
                     "SET #st = :failed, lastError = :e, updatedAt = :now REMOVE inProgress",
                 )
@@ -448,11 +450,7 @@ impl Store {
             status
         };
         let mut up = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(stack_id)))
-            .key("sk", s(&deployment_sk(deployment)))
+            .update(stack_id, &deployment_sk(deployment))
             .update_expression(if error.is_some() {
                 "SET #st = :s, finishedAt = :now, #err = :e"
             } else {

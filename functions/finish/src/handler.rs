@@ -5,7 +5,6 @@
 //! state store and an EventBridge event.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::store::Store;
 use stackdrop_adapters::{ec2, events, iam, now_ms, Clients, Failure};
 use stackdrop_core::naming;
 use stackdrop_core::pipeline::{Decision, FinishInput, InstanceSummary, Outcome, Summary};
@@ -16,7 +15,7 @@ pub async fn handle(
 ) -> Result<Summary, Failure> {
     let input = event.payload;
     let d = &input.deployment;
-    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
+    let store = clients.store();
     let source_text = format!(
         "{}{}",
         d.source.uri(),
@@ -41,6 +40,10 @@ pub async fn handle(
     let outcome = match (&input.error, d.decision) {
         (_, Decision::Noop) => Outcome::Noop,
         (None, Decision::Superseded) => {
+            // Validation stopped it before recording it: record it now, for `stackdrop status`.
+            store
+                .start_deployment(&d.stack_id, &d.deployment, &source_text, d.started_at)
+                .await?;
             store
                 .record_step(
                     &d.stack_id,

@@ -3,7 +3,7 @@
 //! deployment and instance, so a retry, a re-run or a redrive never makes a second one.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::store::{InstanceRecord, Store};
+use stackdrop_adapters::store::InstanceRecord;
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{next_wait, InstanceTask};
 
@@ -12,13 +12,8 @@ pub async fn handle(
     event: LambdaEvent<InstanceTask>,
 ) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
-    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    store
-        .ensure_desired(&task.stack_id, &task.deployment)
-        .await?;
-    let plan = store
-        .plan(&task.stack_id, &task.deployment, &task.instance)
-        .await?;
+    let store = clients.store();
+    let plan = store.task_plan(&task).await?;
     let (Some(template_id), Some(version)) = (
         task.launch_template_id.clone(),
         task.launch_template_version,

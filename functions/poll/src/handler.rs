@@ -2,7 +2,7 @@
 //! backing off, never past the deadline); a terminated instance fails with EC2's reason.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::store::{InstanceRecord, Store};
+use stackdrop_adapters::store::InstanceRecord;
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{next_wait, InstanceTask};
 
@@ -11,7 +11,7 @@ pub async fn handle(
     event: LambdaEvent<InstanceTask>,
 ) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
-    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
+    let store = clients.store();
     store
         .ensure_desired(&task.stack_id, &task.deployment)
         .await?;

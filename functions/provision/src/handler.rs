@@ -2,7 +2,6 @@
 //! launch template. Create-or-update: a second run changes nothing.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::store::Store;
 use stackdrop_adapters::{ec2, iam, logs, now_ms, Clients, Failure};
 use stackdrop_core::pipeline::InstanceTask;
 
@@ -11,13 +10,8 @@ pub async fn handle(
     event: LambdaEvent<InstanceTask>,
 ) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
-    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
-    store
-        .ensure_desired(&task.stack_id, &task.deployment)
-        .await?;
-    let plan = store
-        .plan(&task.stack_id, &task.deployment, &task.instance)
-        .await?;
+    let store = clients.store();
+    let plan = store.task_plan(&task).await?;
 
     let role = iam::ensure_role_and_profile(&clients.iam, &plan).await?;
     let log_group = logs::ensure_log_group(&clients.logs, &plan).await?;

@@ -4,7 +4,7 @@
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use stackdrop_adapters::s3::{self, S3Object};
-use stackdrop_adapters::store::{Claim, Store};
+use stackdrop_adapters::store::Claim;
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{stack_id, Decision, Deployment};
 use stackdrop_core::plan::{self, Context, Source};
@@ -116,7 +116,7 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
     }
 
     let id = stack_id(&plan.app, &plan.stack);
-    let store = Store::new(clients.ddb.clone(), &clients.settings.table);
+    let store = clients.store();
     let started_at = now_ms();
     let mut decision = Decision::Deploy;
     if let Some(version) = &source.version_id {
