@@ -163,6 +163,9 @@ class Stackdrop:
             "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
             "AWS_DEFAULT_REGION", "STACKDROP_TABLE", "STACKDROP_PERMISSIONS_BOUNDARY",
             "STACKDROP_DEADLINE_SECONDS", "RUST_LOG"))
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.lambda_port)) == 0:
+                raise RuntimeError(f"port {self.lambda_port} is in use (another `make dev`?): pass --lambda-port")
         log = open(os.path.join(self.log_dir, "lambdas.log"), "ab")
         self.log(f"starting the Lambda functions under cargo lambda watch on :{self.lambda_port} ...")
         self.emulator = subprocess.Popen(

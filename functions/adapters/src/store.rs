@@ -430,10 +430,7 @@ impl Store {
                 .condition_expression("inProgress = :d")
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":d", s(deployment))
-                .expression_attribute_values(
-                    ":failed",
-                    s(if status == "failed" { "failed" } else { status }),
-                )
+                .expression_attribute_values(":failed", s("failed"))
                 .expression_attribute_values(":e", s(error.unwrap_or("")))
                 .expression_attribute_values(":now", n(now_ms))
                 .send()
