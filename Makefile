@@ -18,8 +18,10 @@ help: ## this list
 build: ## build every crate (debug)
 	$(CARGO) build --workspace --locked
 
+# --all-targets: the same feature set as `cargo test` (dev-dependencies such as aws-smithy-mocks
+# turn on SDK features), so tests and binaries share one build of the SDK instead of two.
 build-lambdas:
-	$(CARGO) build --locked $(LAMBDA_PKGS) -p stackdrop-cli
+	$(CARGO) build --locked --workspace --all-targets
 
 test: test-rust test-asl test-template test-local-env test-e2e ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
