@@ -18,10 +18,11 @@ help: ## this list
 build: ## build every crate (debug)
 	$(CARGO) build --workspace --locked
 
-# --all-targets: the same feature set as `cargo test` (dev-dependencies such as aws-smithy-mocks
-# turn on SDK features), so tests and binaries share one build of the SDK instead of two.
+# Not --all-targets: that would share `cargo test`'s feature set (aws-smithy-mocks turns on SDK
+# features), but `cargo lambda watch` starts each function with its own `cargo run`, which uses
+# the feature set without dev-dependencies and would rebuild the SDK while a deploy waits.
 build-lambdas:
-	$(CARGO) build --locked --workspace --all-targets
+	$(CARGO) build --locked $(LAMBDA_PKGS) -p stackdrop-cli
 
 test: test-rust test-asl test-template test-local-env test-e2e ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
