@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: help build build-lambdas test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
 
 # The five Lambda functions and the CLI (debug: what the local environment runs).
-LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
+LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

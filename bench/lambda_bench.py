@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BINARIES = ["hello-lambda", "stackdrop-validate", "stackdrop-provision", "stackdrop-launch",
-            "stackdrop-poll", "stackdrop-finish"]
+            "stackdrop-poll", "stackdrop-finish", "stackdrop-claim"]
 
 
 class Runtime(ThreadingHTTPServer):

@@ -2,17 +2,19 @@
 
 use crate::Fatal;
 use aws_sdk_dynamodb::types::AttributeValue;
-use stackdrop_adapters::store::{DeploymentRecord, StackRecord, Store};
+use stackdrop_adapters::store::{DeploymentRecord, Store};
+use stackdrop_core::lifecycle::StackState;
 use std::time::Duration;
 
 #[derive(serde::Serialize)]
 struct Status {
-    stack: StackRecord,
+    stack_id: String,
+    stack: StackState,
     current: Option<DeploymentRecord>,
     desired: Option<DeploymentRecord>,
 }
 
-const FINAL: &[&str] = &["running", "failed", "superseded", "unchanged", "succeeded"];
+const FINAL: &[&str] = &["running", "failed", "deleted", "empty"];
 
 async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
     let fatal = |e: stackdrop_adapters::Failure| Fatal(e.to_string());
@@ -24,12 +26,13 @@ async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
         None => None,
     };
     let desired = match &stack.desired {
-        Some(d) if Some(d) != stack.current.as_ref() => {
-            store.deployment(stack_id, d).await.map_err(fatal)?
+        Some(d) if Some(&d.id) != stack.current.as_ref() => {
+            store.deployment(stack_id, &d.id).await.map_err(fatal)?
         }
         _ => None,
     };
     Ok(Some(Status {
+        stack_id: stack_id.to_string(),
         stack,
         current,
         desired,
@@ -81,22 +84,37 @@ fn render(s: &Status) -> String {
     let st = &s.stack;
     let mut out = format!(
         "stack {}: {}\n  current  {}\n  desired  {}\n",
-        st.stack_id,
+        s.stack_id,
         st.status.as_deref().unwrap_or("unknown"),
         st.current
             .as_deref()
             .map(|d| format!("{d} ({})", st.current_source.as_deref().unwrap_or("")))
             .unwrap_or_else(|| "none".into()),
         st.desired
-            .as_deref()
-            .map(|d| format!("{d} ({})", st.desired_source.as_deref().unwrap_or("")))
+            .as_ref()
+            .map(|d| format!(
+                "{} {:?} of s3://{}{}",
+                d.id,
+                d.action,
+                d.source,
+                d.version
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default()
+            ))
             .unwrap_or_else(|| "none".into()),
     );
+    if let Some(l) = &st.lease {
+        out.push_str(&format!(
+            "  in progress  {} attempt {} ({})\n",
+            l.op, l.attempt, l.owner
+        ));
+    }
     if let Some(e) = &st.last_error {
         out.push_str(&format!("  last error  {e}\n"));
     }
     for (label, d) in [
-        ("deployment in progress", &s.desired),
+        ("requested", &s.desired),
         ("current deployment", &s.current),
     ] {
         let Some(d) = d else { continue };

@@ -35,12 +35,14 @@ import stackdrop_local  # noqa: E402
 # moto knows AWS managed policies (AmazonSSMManagedInstanceCore) only when asked to.
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
-FUNCTIONS = ["validate", "provision", "launch", "poll", "finish"]
+FUNCTIONS = ["validate", "claim", "provision", "launch", "poll", "finish"]
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 DEPLOY_MACHINE = "stackdrop-deploy"
+TEARDOWN_MACHINE = "stackdrop-teardown"
+MACHINES = {DEPLOY_MACHINE: "deploy.asl.json", TEARDOWN_MACHINE: "teardown.asl.json"}
 BOUNDARY_NAME = "stackdrop-instance-boundary"
-ASL = os.path.join(ROOT, "statemachine", "deploy.asl.json")
+ASL_DIR = os.path.join(ROOT, "statemachine")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 
@@ -56,9 +58,9 @@ def substitutions(region: str = REGION) -> dict[str, str]:
     return {f"{n.capitalize()}FunctionArn": function_arn(n, region) for n in FUNCTIONS}
 
 
-def definition(region: str = REGION) -> str:
+def definition(file: str = "deploy.asl.json", region: str = REGION) -> str:
     """The real ASL file, with the Lambda ARNs substituted as CloudFormation does."""
-    text = open(ASL, encoding="utf-8").read()
+    text = open(os.path.join(ASL_DIR, file), encoding="utf-8").read()
     for key, value in substitutions(region).items():
         text = text.replace("${" + key + "}", value)
     return text
@@ -204,14 +206,14 @@ class Stackdrop:
         except iam.exceptions.EntityAlreadyExistsException:
             role_arn = iam.get_role(RoleName="stackdrop-states")["Role"]["Arn"]
         sfn = self.client("stepfunctions")
-        existing = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
-                    if m["name"] == DEPLOY_MACHINE]
-        if existing:
-            sfn.update_state_machine(stateMachineArn=existing[0], definition=definition())
-        else:
-            sfn.create_state_machine(name=DEPLOY_MACHINE, definition=definition(), roleArn=role_arn,
-                                     type="STANDARD")
-        self.log(f"state machine {DEPLOY_MACHINE} from statemachine/deploy.asl.json")
+        known = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+        for name, file in MACHINES.items():
+            if name in known:
+                sfn.update_state_machine(stateMachineArn=known[name], definition=definition(file))
+            else:
+                sfn.create_state_machine(name=name, definition=definition(file), roleArn=role_arn,
+                                         type="STANDARD")
+            self.log(f"state machine {name} from statemachine/{file}")
 
     def stop(self) -> None:
         if self.env is not None:
@@ -239,16 +241,21 @@ class Stackdrop:
     def deploy_machine_arn(self) -> str:
         return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{DEPLOY_MACHINE}"
 
+    def teardown_machine_arn(self) -> str:
+        return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{TEARDOWN_MACHINE}"
+
     def aws(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The real AWS CLI (from .venv), pointed at local AWS."""
         aws = os.path.join(VENV_BIN, "aws")
         return subprocess.run([aws, *args], env=self.aws_env(), check=check, capture_output=True, text=True)
 
-    def executions_for(self, key: str, version: str | None = None) -> list[dict]:
-        """Deploy executions whose input names this key (and version, if given), oldest first."""
+    def executions_for(self, key: str, version: str | None = None, machine: str | None = None) -> list[dict]:
+        """Executions (of the deploy machine unless told) whose input names this key (and
+        version, if given), oldest first."""
         sfn = self.client("stepfunctions")
         found = []
-        for e in sfn.list_executions(stateMachineArn=self.deploy_machine_arn())["executions"]:
+        arn = machine or self.deploy_machine_arn()
+        for e in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn).build_full_result()["executions"]:
             d = sfn.describe_execution(executionArn=e["executionArn"])
             text = d.get("input", "")
             try:
@@ -263,14 +270,15 @@ class Stackdrop:
         return sorted(found, key=lambda d: d["startDate"])
 
     def wait_execution(self, key: str, version: str | None = None, timeout: float = 180,
-                       on_progress=None) -> dict:
-        """Waits for the deploy execution of this upload to finish; returns describe_execution."""
+                       on_progress=None, machine: str | None = None) -> dict:
+        """Waits for the (last started) execution of this upload to finish; returns
+        describe_execution."""
         sfn = self.client("stepfunctions")
         deadline = time.monotonic() + timeout
         arn = None
         while time.monotonic() < deadline:
             if arn is None:
-                runs = self.executions_for(key, version)
+                runs = self.executions_for(key, version, machine)
                 arn = runs[-1]["executionArn"] if runs else None
             if arn is not None:
                 d = sfn.describe_execution(executionArn=arn)

@@ -67,8 +67,12 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faults as faultlib  # noqa: E402
+
 PREFIX = "stackdrop-local"
 HEALTH_PATH = "/_stackdrop/health"  # "_stackdrop" is no valid bucket name: no clash with S3 paths
+FAULTS_PATH = "/_stackdrop/faults"  # GET: what was injected; POST {"spec","seed"}: set them
 MOTO_FIXED_EVENT_ID = "17793124-05d4-b198-2fde-7ededc63b103"  # moto's id for every S3 event
 LAMBDA_INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the proxy re-computes itself.
@@ -101,6 +105,9 @@ class Config:
     moto_log: str | None = None  # moto's output; None = a file in the temp dir
     moto_start_timeout: float = 60.0
     lambda_timeout: float = 900.0  # Lambda's own maximum; the first call may build the function
+    faults: str = ""  # e.g. "duplicate=0.3,lambda_timeout=0.1" (see faults.py); "" = none
+    seed: int = 0
+    ec2_rate_limits: bool = True  # EC2's published request token buckets
 
 
 class StartupError(RuntimeError):
@@ -180,6 +187,13 @@ def execution_name(event: dict[str, Any], action: str) -> str:
     room = 80 - len(action) - len(event_id) - 2
     slug = EXECUTION_NAME_BAD.sub("-", event_key(event) or "").strip("-.")[:room].strip("-.")
     return f"{action}-{slug}-{event_id}" if slug else f"{action}-{event_id}"
+
+
+def delivery_name(event: dict[str, Any], action: str) -> str:
+    """A fresh execution name per delivery ('{action}-{key slug}-{event id}' shortened, and a
+    random suffix): EventBridge's target gives none, so every delivery is its own execution."""
+    base = execution_name(event, action)[:67].rstrip("-.")
+    return f"{base}-{uuid.uuid4().hex[:12]}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -274,11 +288,44 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, [("Content-Type", "application/json")],
                         json.dumps(env.health()).encode())
             return
+        if path == FAULTS_PATH:
+            self._faults_endpoint(body)
+            return
         m = LAMBDA_INVOKE_RE.match(path)
         if self.command == "POST" and m:
             self._invoke_lambda(urllib.parse.unquote(m.group(1)), query, body)
         else:
             self._to_moto(path, query, body)
+
+    def _faults_endpoint(self, body: bytes) -> None:
+        env = self.server.env
+        if self.command == "POST":
+            try:
+                req = json.loads(body or b"{}")
+                env.set_faults(req.get("spec", ""), int(req.get("seed", 0)))
+            except (ValueError, TypeError) as e:
+                self._reply(400, [("Content-Type", "text/plain")], f"{e}\n".encode())
+                return
+        self._reply(200, [("Content-Type", "application/json")],
+                    json.dumps(env.faults_report()).encode())
+
+    def _injected(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """A fault for this AWS call, if one is due (calls from the Lambdas only: the Rust SDK)."""
+        env = self.server.env
+        if "aws-sdk-rust" not in self.headers.get("User-Agent", ""):
+            return None
+        action = faultlib.ec2_action(self.command, self.headers, body)
+        if action and env.ec2_buckets is not None and not env.ec2_buckets.admit(action):
+            return faultlib.throttle_response("ec2")
+        f = env.faults
+        pause = f.delay_seconds()
+        if pause:
+            time.sleep(pause)
+        if f.should("throttle"):
+            return faultlib.throttle_response(faultlib.protocol_of(self.headers, action is not None))
+        if f.should("error"):
+            return faultlib.server_error_response()
+        return None
 
     def _headers_for_upstream(self, host: str | None) -> list[tuple[str, str]]:
         out = []
@@ -311,6 +358,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _to_moto(self, path: str, query: str, body: bytes) -> None:
         env = self.server.env
+        fault = self._injected(body)
+        if fault is not None:
+            self._reply(*fault)
+            return
         # The client's Host is kept (moto builds URLs such as SQS QueueUrl from it, and those
         # must point back here); the request is otherwise forwarded unchanged.
         try:
@@ -348,7 +399,13 @@ class _Handler(BaseHTTPRequestHandler):
         ms = int((time.monotonic() - t0) * 1000)
         headers = [(k, v) for k, v in headers if k.lower() != "x-amz-executed-version"]
         headers.append(("X-Amz-Executed-Version", "$LATEST"))
-        if status == 500:
+        if status == 200 and env.faults.should("lambda_timeout"):
+            # The function ran (its side effects stand); Step Functions hears it timed out.
+            headers = [(k, v) for k, v in headers if k.lower() != "x-amz-function-error"]
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+            data = faultlib.LAMBDA_TIMEOUT_BODY
+            outcome = "ran, then reported timed out (injected fault)"
+        elif status == 500:
             # cargo-lambda answers a handler error with 500; Lambda answers 200 + this header.
             headers = [(k, v) for k, v in headers if k.lower() != "x-amz-function-error"]
             headers.append(("X-Amz-Function-Error", "Unhandled"))
@@ -418,6 +475,10 @@ class LocalEnv:
         self.account: str = "123456789012"
         self.ready = False
         self.lambda_target = urllib.parse.urlsplit(self.config.lambda_url)
+        self.faults = faultlib.Faults.from_spec(self.config.faults, self.config.seed)
+        self._emitted: dict[tuple, None] = {}  # (detail-type, key, version) bridged once
+        self._emitted_lock = threading.Lock()
+        self.ec2_buckets = faultlib.Ec2Buckets() if self.config.ec2_rate_limits else None
         # What the bridge started, newest last (for tests and tools; the last 1000 only).
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
 
@@ -456,6 +517,15 @@ class LocalEnv:
             config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
                               s3={"addressing_style": "path"}),
         )
+
+    def set_faults(self, spec: str, seed: int = 0) -> None:
+        self.faults = faultlib.Faults.from_spec(spec, seed)
+        self.log(f"faults: {spec or 'none'} (seed {seed})")
+
+    def faults_report(self) -> dict[str, Any]:
+        report = self.faults.describe()
+        report["ec2_throttled"] = self.ec2_buckets.refused if self.ec2_buckets else 0
+        return report
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -695,29 +765,29 @@ class LocalEnv:
                          f"message kept, retried every {self.config.retry_seconds}s "
                          f"(attempt {attempt})")
             return False
+        if version not in (None, "", "null"):
+            # moto emits `Object Created` twice for one multipart upload (AWS: once). An object
+            # version is one upload, so its second emission is moto's, not a redelivery: drop
+            # it. Real at-least-once duplicates come from the `duplicate` fault below.
+            once = (detail_type, key, version)
+            with self._emitted_lock:
+                if once in self._emitted:
+                    self.log(f"bridge: {what}: moto's second event for one upload dropped")
+                    return True
+                self._emitted[once] = None
+                while len(self._emitted) > 10000:
+                    self._emitted.pop(next(iter(self._emitted)))
         action = machine.rsplit("-", 1)[-1] if "-" in machine else machine
-        name = execution_name(event, action)
-        # Step Functions answers a StartExecution with the name and input of a RUNNING execution
-        # with that execution (no error), so look first to tell a duplicate from a new start.
-        existing = arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
-        try:
-            self._sfn.describe_execution(executionArn=existing)
-            self.log(f"bridge: {what}: execution {name} already exists "
-                     "(duplicate or redelivered event): done")
-            return True
-        except ClientError as e:
-            if e.response["Error"]["Code"] != "ExecutionDoesNotExist":
-                raise
-        try:
+        deliveries = 2 if self.faults.should("duplicate") else 1
+        for n in range(deliveries):
+            # Like EventBridge's Step Functions target: no execution name, so no de-duplication.
+            name = delivery_name(event, action)
             exec_arn = self._sfn.start_execution(stateMachineArn=arn, name=name,
                                                  input=json.dumps(event))["executionArn"]
-        except ClientError as e:
-            if e.response["Error"]["Code"] == "ExecutionAlreadyExists":
-                self.log(f"bridge: {what}: execution {name} already exists (duplicate or redelivered event): done")
-                return True
-            raise
-        self.bridged.append({"event": event, "state_machine": machine, "execution_arn": exec_arn})
-        self.log(f"bridge: {what} -> {machine} execution {name}")
+            self.bridged.append({"event": event, "state_machine": machine,
+                                 "execution_arn": exec_arn})
+            extra = " (duplicate delivery, injected)" if n else ""
+            self.log(f"bridge: {what} -> {machine} execution {name}{extra}")
         return True
 
     def find_state_machine(self, name: str) -> str | None:
@@ -887,10 +957,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--retry-seconds", type=int, default=d.retry_seconds,
                    help="retry delay of an event whose state machine is missing")
     p.add_argument("--moto-log", default=None, help="moto_server's output file")
+    p.add_argument("--faults", default=os.environ.get("STACKDROP_FAULTS", ""),
+                   help='faults to inject, e.g. "duplicate=0.3,lambda_timeout=0.1" (faults.py)')
+    p.add_argument("--seed", type=int, default=int(os.environ.get("STACKDROP_SEED", "0")))
+    p.add_argument("--no-ec2-rate-limits", action="store_true",
+                   help="do not apply EC2's request token buckets")
     a = p.parse_args(argv)
+    faultlib.parse_spec(a.faults)  # a bad spec fails here, with its reason
     return Config(host=a.host, port=a.port, moto_port=a.moto_port, lambda_url=a.lambda_url,
                   region=a.region, bucket=a.bucket, queue_name=a.queue_name,
                   rule_name=a.rule_name, retry_seconds=a.retry_seconds, moto_log=a.moto_log,
+                  faults=a.faults, seed=a.seed, ec2_rate_limits=not a.no_ec2_rate_limits,
                   state_machines={"Object Created": a.deploy_state_machine,
                                   "Object Deleted": a.teardown_state_machine})
 

@@ -353,7 +353,9 @@ def test_delete_waits_for_missing_machine_then_starts_teardown(env, tmp_path):
     assert event["detail"]["object"]["version-id"]
 
 
-def test_duplicate_event_starts_one_execution(env, deploy_machine):
+def test_moto_second_event_for_one_upload_is_dropped_but_executions_are_never_deduplicated(env, deploy_machine):
+    """moto emits `Object Created` twice for one multipart upload (AWS once): the second is
+    dropped. Nothing else de-duplicates: each delivery gets a fresh execution name."""
     body = json.dumps({
         "version": "0", "id": sl.MOTO_FIXED_EVENT_ID, "detail-type": "Object Created",
         "source": "aws.s3", "account": ACCOUNT, "time": "2026-01-01T00:00:00Z",
@@ -364,10 +366,35 @@ def test_duplicate_event_starts_one_execution(env, deploy_machine):
     sqs = client(env, "sqs")
     sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
     sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
-    wait_for(lambda: any("dup/dup.zip" in line and "already exists" in line
-                         for line in env.lines), what="the duplicate to be recognised")
+    wait_for(lambda: any("dup/dup.zip" in line and "second event for one upload" in line
+                         for line in env.lines), what="moto's second event to be dropped")
     wait_for(lambda: queue_drained(env), what="the queue to drain")
-    assert len(bridged_for(env, "dup/dup.zip")) == 1
+    (one,) = bridged_for(env, "dup/dup.zip")
+    assert sl.delivery_name(json.loads(body), "deploy") != sl.delivery_name(json.loads(body), "deploy")
+
+
+def test_injected_duplicate_delivery_and_lambda_timeout_after_side_effects(env, fake_lambda, deploy_machine):
+    lam = client(env, "lambda")
+    urllib.request.urlopen(urllib.request.Request(
+        env.endpoint + sl.FAULTS_PATH, method="POST",
+        data=json.dumps({"spec": "duplicate=1,lambda_timeout=1", "seed": 7}).encode()))
+    try:
+        before = len(fake_lambda.calls)
+        r = lam.invoke(FunctionName="echo", Payload=b'{"x": 1}')
+        body = json.loads(r["Payload"].read())
+        assert r.get("FunctionError") == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
+        assert len(fake_lambda.calls) == before + 1, "the function really ran, once"
+        sqs = client(env, "sqs")
+        sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps({
+            "version": "0", "id": "e-twice", "detail-type": "Object Created", "source": "aws.s3",
+            "account": ACCOUNT, "time": "2026-01-01T00:00:00Z", "region": REGION,
+            "detail": {"bucket": {"name": BUCKET}, "object": {"key": "twice.zip", "version-id": "v"}}}))
+        wait_for(lambda: len(bridged_for(env, "twice.zip")) == 2, what="the injected second delivery")
+        report = json.load(urllib.request.urlopen(env.endpoint + sl.FAULTS_PATH))
+        assert report["injected"]["duplicate"] >= 1 and report["injected"]["lambda_timeout"] >= 1
+    finally:
+        urllib.request.urlopen(urllib.request.Request(
+            env.endpoint + sl.FAULTS_PATH, method="POST", data=b'{"spec": ""}'))
 
 
 def test_subprocess_mode_and_clean_shutdown(fake_lambda, tmp_path):

@@ -32,6 +32,11 @@ def resource(app: str, name: str = "greeter") -> str:
     return f"{app}--hello--instance--{name}"
 
 
+def owned(app: str, deployment: str, name: str = "greeter") -> str:
+    """What one deployment of one instance owns is named for it (short names are kept whole)."""
+    return f"{resource(app, name)}--{deployment}"
+
+
 def plan_json(bucket: str, key: str, version: str, path: str) -> dict:
     cli = os.path.join(ROOT, "target", "debug", "stackdrop")
     out = subprocess.run([cli, "plan", "--json", "--bucket", bucket, "--key", key, "--version-id", version, path],
@@ -50,7 +55,7 @@ def test_upload_reaches_running_with_every_resource(sd, bundles):
     summary = json.loads(ex["output"])
     assert summary["status"] == "succeeded"
 
-    name = resource(app)
+    name = owned(app, summary["deployment"])
     (inst,) = live_instances(sd, app)
     assert inst["State"]["Name"] == "running"
     assert summary["instances"][0]["instanceId"] == inst["InstanceId"]
@@ -88,8 +93,9 @@ def test_upload_reaches_running_with_every_resource(sd, bundles):
     assert base64.b64decode(data["UserData"]).decode() == plan["instances"][0]["launchTemplate"]["userData"]
 
     logs = sd.client("logs")
-    groups = logs.describe_log_groups(logGroupNamePrefix=f"/stackdrop/instance/{name}")["logGroups"]
-    assert [(g["logGroupName"], g.get("retentionInDays")) for g in groups] == [(f"/stackdrop/instance/{name}", 30)]
+    group = f"/stackdrop/instance/{resource(app)}"
+    groups = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert [(g["logGroupName"], g.get("retentionInDays")) for g in groups] == [(group, 30)]
 
 
 def test_invalid_bundle_fails_with_file_and_path_and_creates_nothing(sd, bundles):
@@ -130,14 +136,15 @@ def test_terminated_instance_fails_the_deploy_with_the_reason_and_leaks_nothing(
     ex = sd.wait_execution(key, version)
     assert ex["status"] == "FAILED"
     assert ex["error"] == "InstanceTerminated"
-    message = json.loads(ex["cause"])["errorMessage"]
+    message = ex["cause"]
     assert inst["InstanceId"] in message and ("terminated" in message or "shutting-down" in message), message
     assert live_instances(sd, app) == []
-    name = resource(app)
     # A first deploy that fails leaves nothing but its log group.
-    assert name not in [r["RoleName"] for r in sd.client("iam").list_roles()["Roles"]]
-    assert name not in [p["InstanceProfileName"] for p in sd.client("iam").list_instance_profiles()["InstanceProfiles"]]
-    assert name not in [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]]
+    assert not [r for r in sd.client("iam").list_roles()["Roles"] if r["RoleName"].startswith(app)]
+    assert not [p for p in sd.client("iam").list_instance_profiles()["InstanceProfiles"] if p["InstanceProfileName"].startswith(app)]
+    assert not [t for t in ec2.describe_launch_templates()["LaunchTemplates"] if t["LaunchTemplateName"].startswith(app)]
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith(app)]
+    assert "Start a new execution" in ex["cause"] or "start a new execution" in ex["cause"]
     status = json.loads(sd.aws("dynamodb", "get-item", "--table-name", "stackdrop-state", "--key",
                                json.dumps({"pk": {"S": f"stack#{app}/hello"}, "sk": {"S": "stack"}})).stdout)
     assert status["Item"]["status"]["S"] == "failed"
@@ -163,7 +170,16 @@ def test_same_input_twice_and_each_lambda_twice_make_one_of_everything(sd, bundl
         assert d["status"] == "SUCCEEDED", d
         assert json.loads(d["output"])["status"] == "noop"
 
-    # Each Lambda invoked twice with the same input.
+    # Each step invoked twice with the same input, as a duplicate delivery or a retry after
+    # side effects does. A bucket the trigger does not watch, so no execution runs beside us.
+    direct = "stackdrop-direct"
+    s3 = sd.client("s3")
+    if direct not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=direct)
+        s3.put_bucket_versioning(Bucket=direct, VersioningConfiguration={"Status": "Enabled"})
+    app = unique("e2e-twice")
+    with open(bundles.make(app), "rb") as f:
+        version = s3.put_object(Bucket=direct, Key=key, Body=f.read())["VersionId"]
     lam = sd.client("lambda")
 
     def invoke(fn: str, payload: dict) -> dict:
@@ -172,9 +188,16 @@ def test_same_input_twice_and_each_lambda_twice_make_one_of_everything(sd, bundl
         assert "FunctionError" not in r, body
         return body
 
-    v = [invoke("validate", json.loads(plain)) for _ in range(2)]
-    assert v[0]["deployment"] == v[1]["deployment"] == deployment
-    task = {"stackId": f"{app}/hello", "deployment": deployment, "instance": "greeter", "deadline": int(time.time()) + 600}
+    v = [invoke("validate", {"bucket": direct, "key": key, "versionId": version}) for _ in range(2)]
+    assert v[0] == {**v[1], "startedAt": v[0]["startedAt"], "deadline": v[0]["deadline"]}
+    deployment = v[0]["deployment"]
+    claim = {"operation": v[0], "execution": "arn:e2e:execution:one"}
+    c = [invoke("claim", claim) for _ in range(2)]
+    assert [x["decision"] for x in c] == ["deploy", "deploy"] and c[0]["attempt"] == c[1]["attempt"]
+    other = invoke("claim", {**claim, "execution": "arn:e2e:execution:two"})
+    assert other["decision"] == "duplicate", other
+    task = {"stackId": f"{app}/hello", "deployment": deployment, "instance": "greeter",
+            "deadline": int(time.time()) + 600, "owner": c[0]["owner"], "attempt": c[0]["attempt"]}
     p = [invoke("provision", task) for _ in range(2)]
     assert p[0]["launchTemplateVersion"] == p[1]["launchTemplateVersion"] == 1
     launched = [invoke("launch", p[0]) for _ in range(2)]
@@ -182,8 +205,13 @@ def test_same_input_twice_and_each_lambda_twice_make_one_of_everything(sd, bundl
     assert launched[0]["instanceId"] == launched[1]["instanceId"] == inst["InstanceId"]
     polled = [invoke("poll", launched[0]) for _ in range(2)]
     assert polled[0]["state"] == polled[1]["state"] == "running"
+    state = {**c[0], "results": [polled[0]]}
+    for step in ("commit", "commit", "cleanup", "cleanup"):
+        state["finish"] = invoke("finish", {"step": step, "state": state})
+    reports = [invoke("finish", {"step": "report", "state": state}) for _ in range(2)]
+    assert [r["status"] for r in reports] == ["succeeded", "succeeded"]
 
-    name = resource(app)
+    name = owned(app, deployment)
     iam = sd.client("iam")
     assert [r["RoleName"] for r in iam.list_roles()["Roles"]].count(name) == 1
     assert [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]].count(name) == 1

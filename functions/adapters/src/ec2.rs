@@ -31,6 +31,18 @@ fn filter(name: &str, values: &[&str]) -> Filter {
         .build()
 }
 
+fn owned_by(tags: &[Tag], deployment: &str) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some("stackdrop:deployment") && t.value() == Some(deployment))
+}
+
+fn not_ours(what: &str, name: &str, deployment: &str) -> Failure {
+    Failure::new(
+        Kind::AwsError,
+        format!("{what} {name} exists but does not carry stackdrop:deployment={deployment}: stackdrop did not create it and will not adopt or delete it"),
+    )
+}
+
 /// An image as the deploy needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -121,8 +133,11 @@ pub async fn ensure_security_group(
         .send()
         .await
         .map_err(|e| Failure::aws("DescribeSecurityGroups", e))?;
-    let (id, created) = match found.security_groups().first().and_then(|g| g.group_id()) {
-        Some(id) => (id.to_string(), false),
+    let (id, created) = match found.security_groups().first() {
+        Some(g) if owned_by(g.tags(), &plan.deployment) => {
+            (g.group_id().unwrap_or_default().to_string(), false)
+        }
+        Some(_) => return Err(not_ours("security group", &sg.name, &plan.deployment)),
         None => {
             let res = ec2
                 .create_security_group()
@@ -254,19 +269,26 @@ pub fn template_fingerprint(plan: &InstancePlan, security_group_id: &str) -> Str
     )
 }
 
-/// The id of the launch template with this name, if it exists.
-pub async fn find_launch_template_id(ec2: &Client, name: &str) -> Result<Option<String>, Failure> {
+/// The id of the plan's launch template, if it exists; an error if it exists but this
+/// deployment did not create it.
+pub async fn find_launch_template_id(
+    ec2: &Client,
+    plan: &InstancePlan,
+) -> Result<Option<String>, Failure> {
+    let name = &plan.launch_template.name;
     match ec2
         .describe_launch_templates()
         .launch_template_names(name)
         .send()
         .await
     {
-        Ok(out) => Ok(out
-            .launch_templates()
-            .first()
-            .and_then(|t| t.launch_template_id())
-            .map(String::from)),
+        Ok(out) => match out.launch_templates().first() {
+            Some(t) if owned_by(t.tags(), &plan.deployment) => {
+                Ok(t.launch_template_id().map(String::from))
+            }
+            Some(_) => Err(not_ours("launch template", name, &plan.deployment)),
+            None => Ok(None),
+        },
         Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => Ok(None),
         Err(e) => Err(Failure::aws("DescribeLaunchTemplates", e)),
     }
@@ -281,7 +303,7 @@ pub async fn ensure_launch_template(
 ) -> Result<(String, i64, bool), Failure> {
     let name = &plan.launch_template.name;
     let fingerprint = template_fingerprint(plan, security_group_id);
-    let template_id = find_launch_template_id(ec2, name).await?;
+    let template_id = find_launch_template_id(ec2, plan).await?;
     let Some(template_id) = template_id else {
         let res = ec2
             .create_launch_template()
@@ -351,6 +373,16 @@ pub struct InstanceState {
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     pub deployment: Option<String>,
+    /// The `stackdrop:instance` tag: the instance's name in stack.json.
+    pub name: Option<String>,
+}
+
+fn tag_of(i: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(String::from)
 }
 
 fn to_state(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
@@ -372,12 +404,8 @@ fn to_state(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
             }),
         private_ip: i.private_ip_address().map(String::from),
         public_ip: i.public_ip_address().map(String::from),
-        deployment: i
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("stackdrop:deployment"))
-            .and_then(|t| t.value())
-            .map(String::from),
+        deployment: tag_of(i, "stackdrop:deployment"),
+        name: tag_of(i, "stackdrop:instance"),
     }
 }
 
@@ -406,6 +434,8 @@ pub async fn find_instances(
 }
 
 pub const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
+/// Every state but `terminated`: what cleanup must still see go.
+pub const NOT_GONE: &[&str] = &["pending", "running", "stopping", "stopped", "shutting-down"];
 
 /// This deployment's instance of `plan`, if one was launched already (any live state).
 pub async fn find_launched(
@@ -423,6 +453,20 @@ pub async fn find_launched(
         .await?
         .into_iter()
         .next())
+}
+
+/// These instances' states; those EC2 does not know (any more, or yet) are left out.
+pub async fn describe_instances(
+    ec2: &Client,
+    ids: &[String],
+) -> Result<Vec<InstanceState>, Failure> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(i) = describe_instance(ec2, id).await? {
+            out.push(i);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether an EC2 error is the new-instance-profile race.
@@ -443,6 +487,7 @@ pub async fn launch(
     plan: &InstancePlan,
     template_id: &str,
     version: i64,
+    client_token: &str,
 ) -> Result<(InstanceState, bool), Failure> {
     if let Some(existing) = find_launched(ec2, plan).await? {
         return Ok((existing, false));
@@ -457,7 +502,7 @@ pub async fn launch(
         )
         .min_count(1)
         .max_count(1)
-        .client_token(&plan.client_token)
+        .client_token(client_token)
         // Also given directly: the template holds both, and some EC2 emulations ignore them there.
         .iam_instance_profile(
             IamInstanceProfileSpecification::builder()
@@ -492,10 +537,7 @@ pub async fn launch(
         )),
         Err(e) if e.code() == Some("IdempotentParameterMismatch") => Err(Failure::new(
             Kind::AwsError,
-            format!(
-                "RunInstances: client token {} was used with other parameters",
-                plan.client_token
-            ),
+            format!("RunInstances: client token {client_token} was used with other parameters"),
         )),
         Err(e) => Err(Failure::aws("RunInstances", e)),
     }
@@ -530,27 +572,30 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// Deletes the launch template and security group. A group still used by a terminating
-/// instance is [`Kind::CleanupPending`] (retried by the state machine).
-pub async fn delete_template_and_group(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
-    let found = find_launch_template_id(ec2, &plan.launch_template.name).await?;
-    if let Some(id) = found {
-        match ec2
-            .delete_launch_template()
-            .launch_template_id(&id)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => {}
-            Err(e) => return Err(Failure::aws("DeleteLaunchTemplate", e)),
-        }
+/// Deletes the plan's launch template, if this deployment created it.
+pub async fn delete_template(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
+    let Some(id) = find_launch_template_id(ec2, plan).await? else {
+        return Ok(());
+    };
+    match ec2
+        .delete_launch_template()
+        .launch_template_id(&id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| c.contains("NotFound")) => Ok(()),
+        Err(e) => Err(Failure::aws("DeleteLaunchTemplate", e)),
     }
-    let (vpc_id, _) = default_vpc(ec2).await?;
+}
+
+/// Deletes the plan's security group, if this deployment created it. A group still used by a
+/// terminating instance is [`Kind::CleanupPending`].
+pub async fn delete_group(ec2: &Client, plan: &InstancePlan) -> Result<(), Failure> {
     let found = ec2
         .describe_security_groups()
         .filters(filter("group-name", &[&plan.security_group.name]))
-        .filters(filter("vpc-id", &[&vpc_id]))
+        .filters(filter("tag:stackdrop:deployment", &[&plan.deployment]))
         .send()
         .await
         .map_err(|e| Failure::aws("DescribeSecurityGroups", e))?;

@@ -25,6 +25,12 @@ pub enum Kind {
     DeadlineExceeded,
     /// Something must finish first (e.g. a security group still in use). Retried.
     CleanupPending,
+    /// The execution no longer holds the stack's lease: it changes nothing more. Not retried.
+    LeaseLost,
+    /// Another operation holds the stack and did not release it in time.
+    StackBusy,
+    /// A timeout, a dropped connection or a 5xx from AWS after the SDK's own retries. Retried.
+    Transient,
     /// Any other AWS error.
     AwsError,
 }
@@ -41,6 +47,9 @@ impl Kind {
             Kind::InstanceTerminated => "InstanceTerminated",
             Kind::DeadlineExceeded => "DeadlineExceeded",
             Kind::CleanupPending => "CleanupPending",
+            Kind::LeaseLost => "LeaseLost",
+            Kind::StackBusy => "StackBusy",
+            Kind::Transient => "Transient",
             Kind::AwsError => "AwsError",
         }
     }
@@ -61,15 +70,17 @@ impl Failure {
         }
     }
 
-    /// Wraps an SDK error: throttling becomes [`Kind::Throttled`], the rest [`Kind::AwsError`],
-    /// with the operation, AWS's code and message.
+    /// Wraps an SDK error: throttling becomes [`Kind::Throttled`]; no answer at all (a timeout,
+    /// a dropped connection: the SDK error has no service code) or a 5xx code
+    /// [`Kind::Transient`]; the rest [`Kind::AwsError`]; with the operation, code and message.
     pub fn aws<E: ProvideErrorMetadata + fmt::Debug>(what: &str, err: E) -> Failure {
-        let code = err.code().unwrap_or("unknown");
-        let kind = if is_throttling(code) {
-            Kind::Throttled
-        } else {
-            Kind::AwsError
+        let kind = match err.code() {
+            Some(c) if is_throttling(c) => Kind::Throttled,
+            Some(c) if is_server_fault(c) => Kind::Transient,
+            Some(_) => Kind::AwsError,
+            None => Kind::Transient,
         };
+        let code = err.code().unwrap_or("no answer");
         let msg = err
             .message()
             .map(str::to_string)
@@ -89,6 +100,19 @@ pub fn is_throttling(code: &str) -> bool {
             | "SlowDown"
             | "RequestThrottled"
             | "ThrottledException"
+    )
+}
+
+pub fn is_server_fault(code: &str) -> bool {
+    matches!(
+        code,
+        "InternalError"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "Unavailable"
+            | "InternalServerException"
     )
 }
 

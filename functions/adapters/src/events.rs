@@ -3,21 +3,28 @@
 use crate::error::Failure;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
+use stackdrop_core::lifecycle::OpAction;
 use stackdrop_core::pipeline::{Outcome, Summary};
 
-pub fn detail_type(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "Stackdrop Deployment Succeeded",
-        Outcome::Failed => "Stackdrop Deployment Failed",
-        Outcome::Superseded => "Stackdrop Deployment Superseded",
-        Outcome::Noop => "Stackdrop Deployment Unchanged",
+/// The event for an operation's outcome; None for those that changed nothing (superseded,
+/// duplicate, no-op: the execution output says why).
+pub fn detail_type(action: OpAction, outcome: Outcome) -> Option<&'static str> {
+    match (action, outcome) {
+        (OpAction::Deploy, Outcome::Succeeded) => Some("Stack Deployed"),
+        (OpAction::Deploy, Outcome::Failed) => Some("Stack Deploy Failed"),
+        (OpAction::Teardown, Outcome::Deleted) => Some("Stack Deleted"),
+        (OpAction::Teardown, Outcome::Failed) => Some("Stack Teardown Failed"),
+        _ => None,
     }
 }
 
 pub async fn publish(events: &Client, bus: &str, summary: &Summary) -> Result<(), Failure> {
+    let Some(detail_type) = detail_type(summary.action, summary.status) else {
+        return Ok(());
+    };
     let entry = PutEventsRequestEntry::builder()
         .source("stackdrop")
-        .detail_type(detail_type(summary.status))
+        .detail_type(detail_type)
         .detail(serde_json::to_string(summary).unwrap_or_default())
         .event_bus_name(bus)
         .build();

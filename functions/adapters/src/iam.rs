@@ -17,6 +17,18 @@ fn tags(plan: &InstancePlan) -> Vec<Tag> {
         .collect()
 }
 
+fn owned_by(tags: &[Tag], deployment: &str) -> bool {
+    tags.iter()
+        .any(|t| t.key() == "stackdrop:deployment" && t.value() == deployment)
+}
+
+fn not_ours(role: &str, deployment: &str) -> Failure {
+    Failure::new(
+        Kind::AwsError,
+        format!("IAM role {role} exists but does not carry stackdrop:deployment={deployment}: stackdrop did not create it and will not adopt or delete it"),
+    )
+}
+
 /// What changed, for the step's record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoleOutcome {
@@ -35,6 +47,9 @@ pub async fn ensure_role_and_profile(
     match iam.get_role().role_name(&role.name).send().await {
         Ok(existing) => {
             let r = existing.role();
+            if !r.is_some_and(|r| owned_by(r.tags(), &plan.deployment)) {
+                return Err(not_ours(&role.name, &plan.deployment));
+            }
             let boundary = r
                 .and_then(|r| r.permissions_boundary())
                 .and_then(|b| b.permissions_boundary_arn());
@@ -159,6 +174,14 @@ pub async fn ensure_role_and_profile(
 pub async fn delete_role_and_profile(iam: &Client, plan: &InstancePlan) -> Result<(), Failure> {
     let role = &plan.role;
     let gone = |code: Option<&str>| code == Some("NoSuchEntity");
+    match iam.get_role().role_name(&role.name).send().await {
+        Ok(r)
+            if r.role()
+                .is_some_and(|r| owned_by(r.tags(), &plan.deployment)) => {}
+        Ok(_) => return Err(not_ours(&role.name, &plan.deployment)),
+        Err(e) if gone(e.code()) => {}
+        Err(e) => return Err(Failure::aws("GetRole", e)),
+    }
     if let Err(e) = iam
         .remove_role_from_instance_profile()
         .instance_profile_name(&plan.instance_profile)

@@ -3,6 +3,7 @@
 
 use crate::error::{Failure, Kind};
 use aws_sdk_s3::Client;
+use stackdrop_core::lifecycle::VersionEntry;
 use stackdrop_core::source::{ReadAt, SourceError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::runtime::Handle;
@@ -65,17 +66,13 @@ pub async fn head(
     ))
 }
 
-/// Whether a newer version of the key than `version_id` exists (S3 lists versions newest first).
-pub async fn newer_version_exists(
-    s3: &Client,
-    bucket: &str,
-    key: &str,
-    version_id: &str,
-) -> Result<bool, Failure> {
-    let mut key_marker: Option<String> = None;
-    let mut version_marker: Option<String> = None;
+/// Every version and delete marker of `key`, as S3 lists them (each kind newest first).
+pub async fn versions(s3: &Client, bucket: &str, key: &str) -> Result<Vec<VersionEntry>, Failure> {
+    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+    let (mut nv, mut nd) = (0, 0);
+    let mut out = Vec::new();
     loop {
-        let out = s3
+        let page = s3
             .list_object_versions()
             .bucket(bucket)
             .prefix(key)
@@ -84,27 +81,38 @@ pub async fn newer_version_exists(
             .send()
             .await
             .map_err(|e| Failure::aws("ListObjectVersions", e))?;
-        let mut newest_first: Vec<(&str, bool)> = out
-            .versions()
+        let ms = |t: Option<&aws_sdk_s3::primitives::DateTime>| {
+            t.and_then(|t| t.to_millis().ok()).unwrap_or(0)
+        };
+        for v in page.versions().iter().filter(|v| v.key() == Some(key)) {
+            out.push(VersionEntry {
+                version_id: v.version_id().unwrap_or("null").to_string(),
+                delete_marker: false,
+                latest: v.is_latest().unwrap_or(false),
+                position: nv,
+                last_modified_ms: ms(v.last_modified()),
+            });
+            nv += 1;
+        }
+        for d in page
+            .delete_markers()
             .iter()
-            .filter(|v| v.key() == Some(key))
-            .map(|v| (v.version_id().unwrap_or(""), v.is_latest().unwrap_or(false)))
-            .collect();
-        // Delete markers count too: a deleted bundle is newer than any deploy of it.
-        newest_first.extend(
-            out.delete_markers()
-                .iter()
-                .filter(|d| d.key() == Some(key))
-                .map(|d| (d.version_id().unwrap_or(""), d.is_latest().unwrap_or(false))),
-        );
-        if let Some((_, latest)) = newest_first.iter().find(|(v, _)| *v == version_id) {
-            return Ok(!latest);
+            .filter(|d| d.key() == Some(key))
+        {
+            out.push(VersionEntry {
+                version_id: d.version_id().unwrap_or("null").to_string(),
+                delete_marker: true,
+                latest: d.is_latest().unwrap_or(false),
+                position: nd,
+                last_modified_ms: ms(d.last_modified()),
+            });
+            nd += 1;
         }
-        if out.is_truncated() != Some(true) {
-            return Ok(false);
+        if page.is_truncated() != Some(true) {
+            return Ok(out);
         }
-        key_marker = out.next_key_marker().map(String::from);
-        version_marker = out.next_version_id_marker().map(String::from);
+        key_marker = page.next_key_marker().map(String::from);
+        version_marker = page.next_version_id_marker().map(String::from);
     }
 }
 

@@ -62,7 +62,7 @@ async fn the_new_profile_race_is_a_named_retryable_error() {
         )
     });
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
-    let err = ec2::launch(&client, &instance_plan(), "lt-1", 1)
+    let err = ec2::launch(&client, &instance_plan(), "lt-1", 1, "tok-1")
         .await
         .unwrap_err();
     assert_eq!(err.kind, Kind::InstanceProfileNotReady);
@@ -75,12 +75,13 @@ async fn a_retry_after_the_race_launches_exactly_once() {
     let p = instance_plan();
     let deployment = p.tags["stackdrop:deployment"].clone();
     let describe = mock!(Client::describe_instances).then_output(no_instances);
-    let token = p.client_token.clone();
+    let token = stackdrop_core::naming::client_token(&deployment, &p.resource_name, 1);
+    let profile = p.instance_profile.clone();
+    let sent = token.clone();
     let run = mock!(Client::run_instances)
         .match_requests(move |r| {
-            r.client_token() == Some(token.as_str())
-                && r.iam_instance_profile().and_then(|p| p.name())
-                    == Some("my-app--jobs--instance--worker")
+            r.client_token() == Some(sent.as_str())
+                && r.iam_instance_profile().and_then(|p| p.name()) == Some(profile.as_str())
         })
         .sequence()
         .error(|| {
@@ -99,10 +100,13 @@ async fn a_retry_after_the_race_launches_exactly_once() {
         .build();
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
     assert_eq!(
-        ec2::launch(&client, &p, "lt-1", 1).await.unwrap_err().kind,
+        ec2::launch(&client, &p, "lt-1", 1, &token)
+            .await
+            .unwrap_err()
+            .kind,
         Kind::InstanceProfileNotReady
     );
-    let (inst, launched) = ec2::launch(&client, &p, "lt-1", 1).await.unwrap();
+    let (inst, launched) = ec2::launch(&client, &p, "lt-1", 1, &token).await.unwrap();
     assert!(launched);
     assert_eq!(inst.id, "i-0abc");
     assert_eq!(run.num_calls(), 2, "one failed call, one launch");
@@ -124,23 +128,32 @@ async fn an_instance_already_launched_by_this_deployment_is_reused() {
     });
     let run = mock!(Client::run_instances).then_output(|| RunInstancesOutput::builder().build());
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
-    let (inst, launched) = ec2::launch(&client, &p, "lt-1", 1).await.unwrap();
+    let (inst, launched) = ec2::launch(&client, &p, "lt-1", 1, "tok").await.unwrap();
     assert_eq!((inst.id.as_str(), launched), ("i-0existing", false));
     assert_eq!(run.num_calls(), 0, "RunInstances must not be called again");
 }
 
 #[tokio::test]
-async fn the_client_token_is_stable_and_sent() {
-    // EC2 itself dedupes on ClientToken for 24 h (moto does not): the same plan always sends the same token.
+async fn the_client_token_is_the_attempts_and_sent() {
+    // EC2 itself dedupes on ClientToken for 24 h after termination (moto does not): a retry of
+    // one attempt sends the same token, a fresh attempt another (or it could never launch again).
     let p = instance_plan();
-    assert_eq!(p.client_token, instance_plan().client_token);
-    assert!(p.client_token.len() <= 64);
     let deployment = p.tags["stackdrop:deployment"].clone();
+    let token = stackdrop_core::naming::client_token(&deployment, &p.resource_name, 3);
+    assert_eq!(
+        token,
+        stackdrop_core::naming::client_token(&deployment, &p.resource_name, 3)
+    );
+    assert_ne!(
+        token,
+        stackdrop_core::naming::client_token(&deployment, &p.resource_name, 4)
+    );
+    assert!(token.len() <= 64);
     let describe = mock!(Client::describe_instances).then_output(no_instances);
-    let token = p.client_token.clone();
+    let sent = token.clone();
     let run = mock!(Client::run_instances)
         .match_requests(move |r| {
-            r.client_token() == Some(token.as_str())
+            r.client_token() == Some(sent.as_str())
                 && r.min_count() == Some(1)
                 && r.max_count() == Some(1)
         })
@@ -150,7 +163,7 @@ async fn the_client_token_is_stable_and_sent() {
                 .build()
         });
     let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&describe, &run]);
-    ec2::launch(&client, &p, "lt-1", 3).await.unwrap();
+    ec2::launch(&client, &p, "lt-1", 3, &token).await.unwrap();
     assert_eq!(run.num_calls(), 1);
 }
 

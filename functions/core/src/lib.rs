@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod lifecycle;
 pub mod naming;
 pub mod pipeline;
 pub mod plan;

@@ -70,20 +70,26 @@ pub fn shorten(name: &str, max: usize) -> String {
     format!("{prefix}-{suffix}")
 }
 
-pub fn role_name(resource: &str) -> String {
-    shorten(resource, IAM_ROLE_MAX)
+/// `{resource}--{deployment}`: what one deployment of one instance owns (role, profile, group,
+/// template) is named for that deployment, so deployments never edit each other's resources.
+pub fn owned_name(resource: &str, deployment: &str) -> String {
+    format!("{resource}--{deployment}")
 }
 
-pub fn instance_profile_name(resource: &str) -> String {
-    shorten(resource, INSTANCE_PROFILE_MAX)
+pub fn role_name(resource: &str, deployment: &str) -> String {
+    shorten(&owned_name(resource, deployment), IAM_ROLE_MAX)
 }
 
-pub fn launch_template_name(resource: &str) -> String {
-    shorten(resource, LAUNCH_TEMPLATE_MAX)
+pub fn instance_profile_name(resource: &str, deployment: &str) -> String {
+    shorten(&owned_name(resource, deployment), INSTANCE_PROFILE_MAX)
 }
 
-pub fn security_group_name(resource: &str) -> String {
-    shorten(resource, SECURITY_GROUP_MAX)
+pub fn launch_template_name(resource: &str, deployment: &str) -> String {
+    shorten(&owned_name(resource, deployment), LAUNCH_TEMPLATE_MAX)
+}
+
+pub fn security_group_name(resource: &str, deployment: &str) -> String {
+    shorten(&owned_name(resource, deployment), SECURITY_GROUP_MAX)
 }
 
 pub fn log_group_name(resource: &str) -> String {
@@ -101,9 +107,17 @@ pub fn deployment_id(bucket: &str, key: &str, version_id: Option<&str>) -> Strin
     format!("d-{}", hex(&h.finalize()[..8]))
 }
 
-/// RunInstances' ClientToken for one instance of one deployment (at most 64 ASCII characters).
-pub fn client_token(deployment: &str, resource: &str) -> String {
-    let token = format!("{deployment}-{}", short_hash(resource));
+/// A teardown is one request about one key: the delete marker's version (or the latest
+/// version, for a plain `{"action":"teardown"}`).
+pub fn teardown_id(bucket: &str, key: &str, version_id: Option<&str>) -> String {
+    format!("t-{}", &deployment_id(bucket, key, version_id)[2..])
+}
+
+/// RunInstances' ClientToken for one instance of one attempt of a deployment (at most 64 ASCII
+/// characters). EC2 remembers a token for at least a day after the instance is gone, so every
+/// attempt has its own: a deploy retried after a failure really launches again.
+pub fn client_token(deployment: &str, resource: &str, attempt: u64) -> String {
+    let token = format!("{deployment}-{}-{attempt}", short_hash(resource));
     debug_assert!(token.len() <= CLIENT_TOKEN_MAX);
     token
 }
@@ -123,7 +137,10 @@ mod tests {
     #[test]
     fn short_names_are_kept_whole() {
         let n = resource_name("my-app", "jobs", "worker");
-        assert_eq!(role_name(&n), n);
+        assert_eq!(
+            role_name(&n, "d-0123456789abcdef"),
+            format!("{n}--d-0123456789abcdef")
+        );
         assert_eq!(
             log_group_name(&n),
             "/stackdrop/instance/my-app--jobs--instance--worker"
@@ -134,9 +151,10 @@ mod tests {
     fn long_role_names_are_shortened_to_64_with_a_stable_hash() {
         let n = resource_name(&"a".repeat(24), &"b".repeat(24), &"c".repeat(24));
         assert_eq!(n.len(), 86);
-        let r = role_name(&n);
+        let r = role_name(&n, "d-1");
         assert_eq!(r.len(), 64);
-        assert_eq!(r, role_name(&n), "stable");
+        assert_eq!(r, role_name(&n, "d-1"), "stable");
+        assert_ne!(r, role_name(&n, "d-2"), "each deployment has its own");
         assert!(
             r.starts_with("aaaaaaaaaaaaaaaaaaaaaaaa--bbbbbbbbbbbbbbbbbbbbbbbb--ins-"),
             "{r}"
@@ -148,7 +166,7 @@ mod tests {
         );
         // Names differing only past the cut stay distinct.
         let other = resource_name(&"a".repeat(24), &"b".repeat(24), &"d".repeat(24));
-        assert_ne!(role_name(&other), r);
+        assert_ne!(role_name(&other, "d-1"), r);
     }
 
     #[test]
@@ -165,8 +183,10 @@ mod tests {
 
     #[test]
     fn client_token_fits_ec2_limit() {
-        let t = client_token(&deployment_id("b", "k", None), &"x".repeat(86));
-        assert!(t.len() <= 64 && t.is_ascii());
+        let t = client_token(&deployment_id("b", "k", None), &"x".repeat(86), u64::MAX);
+        assert!(t.len() <= 64 && t.is_ascii(), "{t}");
+        let d = deployment_id("b", "k", None);
+        assert_ne!(client_token(&d, "r", 1), client_token(&d, "r", 2));
     }
 
     #[test]

@@ -2,25 +2,34 @@
 //! Small on purpose (well under Step Functions' 256 KiB): each instance's full plan lives in
 //! the state store, keyed by deployment and instance.
 
+use crate::lifecycle::{Op, OpAction};
 use crate::plan::Source;
 use serde::{Deserialize, Serialize};
 
 /// How long a deploy may take from validation until every instance runs.
 pub const DEFAULT_DEADLINE_SECONDS: u64 = 15 * 60;
 
-/// What validation decided.
+/// Where an operation stands: what validation or the claim decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
-    /// Provision and launch every instance.
+    /// Validated and recorded as desired: claim the stack next.
+    Claim,
+    /// The lease is ours: deploy every instance.
     Deploy,
-    /// This version is already the stack's current one: nothing to do.
-    Noop,
-    /// A newer version of the bundle exists: this one stops here.
+    /// The lease is ours: tear the stack down.
+    Teardown,
+    /// Another operation holds the stack: wait `wait` seconds and claim again.
+    Wait,
+    /// Another execution runs this same operation: this one yields.
+    Duplicate,
+    /// A newer request holds the stack: this one stops here.
     Superseded,
+    /// Nothing to do: the version is current already, or the stack is gone.
+    Noop,
 }
 
-/// The output of the validate step, the input of the Map and of finish.
+/// What validation outputs and every step after it carries (the Map's items excepted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
@@ -28,7 +37,10 @@ pub struct Deployment {
     pub stack_id: String,
     pub app: String,
     pub stack: String,
+    /// The operation's id: the deployment (`d-...`) or the teardown (`t-...`).
     pub deployment: String,
+    #[serde(default = "deploy_action")]
+    pub action: OpAction,
     pub source: Source,
     pub decision: Decision,
     /// Instance names (the Map's items).
@@ -37,6 +49,45 @@ pub struct Deployment {
     pub started_at: u64,
     /// Epoch seconds after which polling gives up.
     pub deadline: u64,
+    /// The execution that runs it (the lease owner), set by the claim step.
+    #[serde(default)]
+    pub owner: String,
+    /// The attempt the lease was taken for.
+    #[serde(default)]
+    pub attempt: u64,
+    /// Seconds to wait before claiming again (decision `wait`).
+    #[serde(default)]
+    pub wait: u64,
+    /// Seconds waited for the stack so far.
+    #[serde(default)]
+    pub waited: u64,
+    /// Why it stopped early: the newer request, the execution it duplicates, the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn deploy_action() -> OpAction {
+    OpAction::Deploy
+}
+
+impl Deployment {
+    /// The operation as the state store orders it.
+    pub fn op(&self) -> Op {
+        Op {
+            id: self.deployment.clone(),
+            action: self.action,
+            source: format!("{}/{}", self.source.bucket, self.source.key),
+            version: self.source.version_id.clone(),
+        }
+    }
+}
+
+/// The claim step's input: the operation and the execution that asks (`$$.Execution.Id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimInput {
+    pub operation: Deployment,
+    pub execution: String,
 }
 
 /// One Map item: what provision, launch and poll take and return.
@@ -47,6 +98,11 @@ pub struct InstanceTask {
     pub deployment: String,
     pub instance: String,
     pub deadline: u64,
+    /// The lease this work is fenced by.
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub attempt: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_template_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,17 +147,74 @@ impl StepError {
     }
 }
 
-/// The input of the finish step: the deployment, each instance's last poll, and the error that
-/// stopped it (if any).
+/// What the finish function is asked to do (the state machine names it in `step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishStep {
+    /// Make the deployment current (deploy), or stop serving the stack (teardown).
+    Commit,
+    /// The deployment failed or was superseded: close its attempt (no more launches).
+    Rollback,
+    /// One round of removing what must go; `done` or the seconds to wait.
+    Cleanup,
+    /// Record the result, release the stack, publish the event: the execution's output.
+    Report,
+}
+
+/// The finish function's input: `{"step": ..., "state": <the execution's state>}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FinishInput {
+    pub step: FinishStep,
+    pub state: ExecutionState,
+}
+
+/// The execution's state as the finish steps see it: the deployment, each instance's last
+/// poll, the error that stopped it (if any), and what finishing has done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionState {
     #[serde(flatten)]
     pub deployment: Deployment,
     #[serde(default)]
     pub results: Vec<InstanceTask>,
     #[serde(default)]
     pub error: Option<StepError>,
+    #[serde(default)]
+    pub finish: Option<FinishProgress>,
+    /// A cleanup round that failed past its retries (the outcome stands; left for later).
+    #[serde(default)]
+    pub cleanup_error: Option<StepError>,
+    /// The rollback step itself failed past its retries.
+    #[serde(default)]
+    pub rollback_error: Option<StepError>,
+}
+
+/// What the finish steps report to the next one (at `$.finish`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishProgress {
+    /// The outcome decided so far (by commit or rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Cleanup is finished.
+    #[serde(default)]
+    pub done: bool,
+    /// Seconds to wait before the next cleanup round.
+    #[serde(default)]
+    pub wait: u64,
+    /// Cleanup rounds so far.
+    #[serde(default)]
+    pub rounds: u32,
+    /// Instances terminated so far (of other deployments, or of this one on rollback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// The execution lost the stack's lease: nothing was touched.
+    #[serde(default)]
+    pub lease_lost: bool,
+    /// A cleanup problem that did not change the outcome (left for the next operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +223,9 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Superseded,
+    Duplicate,
     Noop,
+    Deleted,
 }
 
 /// The execution's output: what a person reads in the console.
@@ -118,6 +233,7 @@ pub enum Outcome {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub stack: String,
+    pub action: OpAction,
     pub deployment: String,
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,9 +242,21 @@ pub struct Summary {
     pub instances: Vec<InstanceSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Instances of earlier deployments terminated now that this one runs.
+    /// The stable error name of a failure (the execution fails with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_name: Option<String>,
+    /// What a person reads in the console for a failure: the reason and how to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Why nothing was done (superseded by, duplicate of, already current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Instances terminated by this operation: the previous version's, or this one's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retired: Vec<String>,
+    pub removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    pub attempt: u64,
     pub duration_seconds: f64,
 }
 
@@ -189,15 +317,19 @@ mod tests {
 
     #[test]
     fn finish_input_reads_the_state_machine_shape() {
-        let v = serde_json::json!({
+        let v = serde_json::json!({"step": "rollback", "state": {
             "stackId": "a/s", "app": "a", "stack": "s", "deployment": "d-1",
             "source": {"bucket": "b", "key": "k"}, "decision": "deploy", "instances": ["w"],
-            "startedAt": 1, "deadline": 2,
+            "startedAt": 1, "deadline": 2, "owner": "arn:exec", "attempt": 3,
             "results": [{"stackId": "a/s", "deployment": "d-1", "instance": "w", "deadline": 2, "instanceId": "i-1", "state": "running"}],
             "error": {"Error": "InstanceTerminated", "Cause": "x"}
-        });
+        }});
         let f: FinishInput = serde_json::from_value(v).unwrap();
-        assert_eq!(f.results[0].instance_id.as_deref(), Some("i-1"));
-        assert_eq!(f.error.unwrap().error, "InstanceTerminated");
+        assert_eq!(f.step, FinishStep::Rollback);
+        assert_eq!(f.state.results[0].instance_id.as_deref(), Some("i-1"));
+        assert_eq!(f.state.error.unwrap().error, "InstanceTerminated");
+        assert_eq!(f.state.deployment.action, OpAction::Deploy);
+        assert_eq!(f.state.deployment.attempt, 3);
+        assert_eq!(f.state.deployment.op().source, "b/k");
     }
 }

@@ -79,7 +79,8 @@ pub struct InstancePlan {
     /// The architecture the instance type needs (`x86_64`, `arm64`, ...).
     pub architecture: String,
     pub wait_for_termination: bool,
-    pub client_token: String,
+    /// The deployment this plan belongs to: it owns the role, profile, group and template.
+    pub deployment: String,
     pub tags: BTreeMap<String, String>,
     pub role: RolePlan,
     pub instance_profile: String,
@@ -371,10 +372,10 @@ pub fn plan(
             instance_type: instance.instance_type.clone(),
             architecture: crate::config::architecture_of(&instance.instance_type).into(),
             wait_for_termination: instance.wait_for_termination,
-            client_token: naming::client_token(&deployment, &resource),
+            deployment: deployment.clone(),
             tags,
             role: RolePlan {
-                name: naming::role_name(&resource),
+                name: naming::role_name(&resource, &deployment),
                 path: IAM_PATH.into(),
                 trust_policy: trust_policy(),
                 inline_policy_name: "stackdrop-instance".into(),
@@ -385,13 +386,13 @@ pub fn plan(
                 )],
                 permissions_boundary: ctx.permissions_boundary.clone(),
             },
-            instance_profile: naming::instance_profile_name(&resource),
+            instance_profile: naming::instance_profile_name(&resource, &deployment),
             log_group: LogGroupPlan {
                 name: log_group,
                 retention_days: ctx.log_retention_days,
             },
             security_group: SecurityGroupPlan {
-                name: naming::security_group_name(&resource),
+                name: naming::security_group_name(&resource, &deployment),
                 description: format!(
                     "stackdrop {}/{}/{}",
                     config.app, config.stack, instance.name
@@ -399,7 +400,7 @@ pub fn plan(
                 ingress,
             },
             launch_template: LaunchTemplatePlan {
-                name: naming::launch_template_name(&resource),
+                name: naming::launch_template_name(&resource, &deployment),
                 image_id: instance.image.as_image_id(),
                 instance_type: instance.instance_type.clone(),
                 metadata: MetadataOptions {
@@ -518,9 +519,11 @@ mod tests {
         let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
         let i = &p.instances[0];
         assert_eq!(i.resource_name, "my-app--jobs--instance--worker");
-        assert_eq!(i.role.name, "my-app--jobs--instance--worker");
-        assert_eq!(i.instance_profile, "my-app--jobs--instance--worker");
-        assert_eq!(i.launch_template.name, "my-app--jobs--instance--worker");
+        let owned = format!("my-app--jobs--instance--worker--{}", p.deployment);
+        assert_eq!(i.role.name, owned);
+        assert_eq!(i.instance_profile, owned);
+        assert_eq!(i.launch_template.name, owned);
+        assert_eq!(i.security_group.name, owned);
         assert_eq!(
             i.log_group.name,
             "/stackdrop/instance/my-app--jobs--instance--worker"
@@ -538,9 +541,10 @@ mod tests {
             p.deployment,
             naming::deployment_id("stackdrop-bundles", "jobs.zip", Some("v1"))
         );
+        assert_eq!(i.deployment, p.deployment);
         assert_eq!(
-            i.client_token,
-            naming::client_token(&p.deployment, &i.resource_name)
+            i.role.name,
+            naming::role_name(&i.resource_name, &p.deployment)
         );
     }
 

@@ -25,6 +25,9 @@ pub struct Trigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
     pub action: Action,
+    /// It came from S3 (an event), not from a person or a schedule asking.
+    #[serde(default)]
+    pub from_event: bool,
 }
 
 /// S3 notification keys: `+` is a space, then percent-decoding (as UTF-8).
@@ -81,6 +84,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
             alternate_key: (decoded != raw).then_some(decoded),
             version_id: str_at(detail, &["object", "version-id"]).map(Into::into),
             action,
+            from_event: true,
         });
     }
     // S3 notification: {"Records":[{"eventName":"ObjectCreated:Put","s3":{...}}]}
@@ -109,6 +113,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
             alternate_key: None,
             version_id: str_at(s3, &["object", "versionId"]).map(Into::into),
             action,
+            from_event: true,
         });
     }
     // Plain input from a schedule or the console.
@@ -129,6 +134,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
         alternate_key: None,
         version_id: str_at(v, &["versionId"]).map(Into::into),
         action,
+        from_event: false,
     })
 }
 

@@ -40,13 +40,35 @@ pub fn validate_bundle(bundle: &Bundle) -> Result<ValidBundle, Vec<Problem>> {
     })
 }
 
+/// A bundle that failed validation: every problem, and the stack it names when both files
+/// at least carry a readable `name` (so the failure can be recorded where users look).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub problems: Vec<Problem>,
+    /// `(app, stack)`.
+    pub names: Option<(String, String)>,
+}
+
+/// The `name` of each file, read leniently (the rest may be broken).
+pub fn names_of(bundle: &Bundle) -> Option<(String, String)> {
+    let name = |bytes: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        config::check_name(v.get("name")?.as_str()?).ok()
+    };
+    Some((name(&bundle.app_json)?, name(&bundle.stack_json)?))
+}
+
 /// Reads and validates a bundle from any random-access source.
-pub fn validate_source<S: ReadAt + ?Sized>(
-    src: &S,
-    name: &str,
-) -> Result<ValidBundle, Vec<Problem>> {
-    let bundle = bundle::read_bundle(src, name, &Limits::default())?;
-    validate_bundle(&bundle)
+pub fn validate_source<S: ReadAt + ?Sized>(src: &S, name: &str) -> Result<ValidBundle, Rejected> {
+    let bundle =
+        bundle::read_bundle(src, name, &Limits::default()).map_err(|problems| Rejected {
+            problems,
+            names: None,
+        })?;
+    validate_bundle(&bundle).map_err(|problems| Rejected {
+        problems,
+        names: names_of(&bundle),
+    })
 }
 
 /// The AMI's architecture (as DescribeImages reports it) must be the one the type runs.
@@ -79,6 +101,23 @@ mod tests {
             br#"{"name":"my-app"}"#.to_vec(),
             stack.as_bytes().to_vec(),
         )
+    }
+
+    #[test]
+    fn a_rejected_bundle_still_names_its_stack_when_it_can() {
+        let b = bundle(
+            &["app.json", "stack.json"],
+            r#"{"name":"jobs","instances":{"w":{"type":"huge"}}}"#,
+        );
+        assert!(validate_bundle(&b).is_err());
+        assert_eq!(names_of(&b), Some(("my-app".into(), "jobs".into())));
+        let b = bundle(
+            &["app.json", "stack.json"],
+            r#"{"name":"no spaces allowed","instances":{}}"#,
+        );
+        assert_eq!(names_of(&b), None);
+        let b = bundle(&["app.json", "stack.json"], "{broken");
+        assert_eq!(names_of(&b), None);
     }
 
     #[test]

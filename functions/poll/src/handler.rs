@@ -1,10 +1,15 @@
 //! Poll one instance until it runs. Returns the state and the next wait (short at first,
-//! backing off, never past the deadline); a terminated instance fails with EC2's reason.
+//! backing off, never past the deadline); a terminated instance fails with EC2's reason. EC2 is
+//! eventually consistent: an instance it does not know yet right after RunInstances is pending.
 
 use lambda_runtime::LambdaEvent;
 use stackdrop_adapters::store::InstanceRecord;
 use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::pipeline::{next_wait, InstanceTask};
+
+/// Polls during which an instance EC2 does not know yet counts as pending (EC2's eventual
+/// consistency right after RunInstances is seconds, not minutes).
+const UNKNOWN_POLLS: u32 = 3;
 
 pub async fn handle(
     clients: &Clients,
@@ -13,21 +18,32 @@ pub async fn handle(
     let mut task = event.payload;
     let store = clients.store();
     store
-        .ensure_desired(&task.stack_id, &task.deployment)
+        .fence(
+            &task.stack_id,
+            &task.owner,
+            task.attempt,
+            &task.deployment,
+            false,
+            now_s(),
+        )
         .await?;
     let id = task
         .instance_id
         .clone()
         .ok_or_else(|| Failure::new(Kind::InvalidInput, "poll needs instanceId (from launch)"))?;
     let now = now_s();
-    let instance = ec2::describe_instance(&clients.ec2, &id)
-        .await?
-        .ok_or_else(|| {
-            Failure::new(
-                Kind::InstanceTerminated,
-                format!("{}: instance {id} no longer exists", task.instance),
-            )
-        })?;
+    let Some(instance) = ec2::describe_instance(&clients.ec2, &id).await? else {
+        if task.polls < UNKNOWN_POLLS {
+            task.polls += 1;
+            task.state = Some("pending".into());
+            task.wait = next_wait(task.polls, now, task.deadline);
+            return Ok(task);
+        }
+        return Err(Failure::new(
+            Kind::InstanceTerminated,
+            format!("{}: instance {id} no longer exists", task.instance),
+        ));
+    };
     let rec = InstanceRecord {
         instance_id: Some(id.clone()),
         state: Some(instance.state.clone()),

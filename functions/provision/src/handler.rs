@@ -1,8 +1,10 @@
-//! Provision one instance's resources: IAM role and profile, log group, security group,
-//! launch template. Create-or-update: a second run changes nothing.
+//! Provision one instance's resources for this deployment: IAM role and profile, log group,
+//! security group, launch template. Each is the deployment's own (named and tagged for it), so
+//! nothing the live version runs with is touched. Create-or-update, behind the lease's fence:
+//! a second run changes nothing, and a run that lost the lease changes nothing at all.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::{ec2, iam, logs, now_ms, Clients, Failure};
+use stackdrop_adapters::{ec2, iam, logs, now_ms, now_s, Clients, Failure};
 use stackdrop_core::pipeline::InstanceTask;
 
 pub async fn handle(
@@ -11,7 +13,7 @@ pub async fn handle(
 ) -> Result<InstanceTask, Failure> {
     let mut task = event.payload;
     let store = clients.store();
-    let plan = store.task_plan(&task).await?;
+    let plan = store.task_plan(&task, true, now_s()).await?;
 
     let role = iam::ensure_role_and_profile(&clients.iam, &plan).await?;
     let log_group = logs::ensure_log_group(&clients.logs, &plan).await?;

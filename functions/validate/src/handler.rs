@@ -1,31 +1,34 @@
-//! Validate: read the bundle from S3 by ranged GETs, check it, resolve and check each image,
-//! plan, record the deployment and claim the stack. Output: the small [`Deployment`].
+//! Validate: what does the request ask for? A deploy reads the bundle from S3 by ranged GETs,
+//! checks it, resolves and checks each image, plans, and records the version as the stack's
+//! desired one ([`crate::desire`]); a teardown finds the stack the key deployed
+//! ([`crate::teardown`]). Output: the small [`Deployment`], for the claim step.
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use stackdrop_adapters::s3::{self, S3Object};
-use stackdrop_adapters::store::Claim;
-use stackdrop_adapters::{ec2, now_ms, now_s, Clients, Failure, Kind};
-use stackdrop_core::pipeline::{stack_id, Decision, Deployment};
-use stackdrop_core::plan::{self, Context, Source};
-use stackdrop_core::trigger::{parse_trigger, Action};
-use stackdrop_core::{validate, Problem};
+use stackdrop_adapters::{ec2, events, now_ms, now_s, Clients, Failure, Kind};
+use stackdrop_core::lifecycle::{Desire, OpAction};
+use stackdrop_core::pipeline::{stack_id, Decision, Deployment, Outcome, Summary};
+use stackdrop_core::plan::{self, Context, Plan, Source};
+use stackdrop_core::trigger::{parse_trigger, Action, Trigger};
+use stackdrop_core::validate::{self, Rejected, ValidBundle};
+use stackdrop_core::Problem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-fn invalid(problems: &[Problem]) -> Failure {
-    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    Failure::new(Kind::InvalidBundle, lines.join("\n"))
-}
-
 pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Deployment, Failure> {
     let trigger = parse_trigger(&event.payload).map_err(|e| Failure::new(Kind::InvalidInput, e))?;
-    if trigger.action != Action::Deploy {
-        return Err(Failure::new(
-            Kind::InvalidInput,
-            "this is the deploy state machine; teardown events go to the teardown machine",
-        ));
+    match trigger.action {
+        Action::Teardown => crate::teardown::resolve(clients, trigger).await,
+        Action::Deploy => deploy(clients, &event.context.invoked_function_arn, trigger).await,
     }
+}
+
+async fn deploy(
+    clients: &Clients,
+    function_arn: &str,
+    trigger: Trigger,
+) -> Result<Deployment, Failure> {
     let head = s3::head(
         &clients.s3,
         &trigger.bucket,
@@ -39,45 +42,182 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
         key: head.key.clone(),
         version_id: head.version_id.clone(),
     };
-    let name = source.uri();
-    tracing::info!(bundle = %name, version = ?source.version_id, size = head.size, "validating");
+    let ctx = Context {
+        region: clients.settings.region.clone(),
+        partition: stackdrop_adapters::partition_of(function_arn),
+        account: stackdrop_adapters::account_of(function_arn),
+        permissions_boundary: clients.settings.permissions_boundary.clone(),
+        log_retention_days: clients.settings.log_retention_days,
+    };
+    let plan = match check(clients, &source, head.size, &ctx).await? {
+        Ok(plan) => plan,
+        Err(rejected) => return Err(reject(clients, &source, rejected).await),
+    };
+    let id = stack_id(&plan.app, &plan.stack);
+    let mut out = Deployment {
+        stack_id: id.clone(),
+        app: plan.app.clone(),
+        stack: plan.stack.clone(),
+        deployment: plan.deployment.clone(),
+        action: OpAction::Deploy,
+        source: source.clone(),
+        decision: Decision::Claim,
+        instances: plan.instances.iter().map(|i| i.name.clone()).collect(),
+        started_at: now_ms(),
+        deadline: now_s() + clients.settings.deadline_seconds,
+        owner: String::new(),
+        attempt: 0,
+        wait: 0,
+        waited: 0,
+        reason: None,
+    };
+    // A newer version is in the bucket already: this event arrived late. Record nothing.
+    if let Some(version) = &source.version_id {
+        let entries = s3::versions(&clients.s3, &source.bucket, &source.key).await?;
+        if let Some(latest) = s3_latest_other(&entries, version) {
+            out.decision = Decision::Superseded;
+            out.reason = Some(format!("version {latest} of the bundle is newer"));
+            return Ok(out);
+        }
+    }
+    record(clients, &plan, &source, &out).await?;
+    match crate::desire::record(clients, &id, &out.op()).await? {
+        Desire::Superseded { by } => {
+            out.decision = Decision::Superseded;
+            out.reason = Some(format!("a newer request ({by}) holds the stack"));
+        }
+        Desire::Record | Desire::Keep => {}
+    }
+    tracing::info!(stack = %id, deployment = %plan.deployment, decision = ?out.decision, "validated");
+    Ok(out)
+}
 
-    // The zip reader is synchronous: run it on a blocking thread that drives ranged GETs.
+fn s3_latest_other(
+    entries: &[stackdrop_core::lifecycle::VersionEntry],
+    mine: &str,
+) -> Option<String> {
+    stackdrop_core::lifecycle::latest(entries)
+        .filter(|l| l.version_id != mine)
+        .map(|l| l.version_id.clone())
+}
+
+/// The deployment's record, its plans, and which stack the key deploys.
+async fn record(
+    clients: &Clients,
+    plan: &Plan,
+    source: &Source,
+    d: &Deployment,
+) -> Result<(), Failure> {
+    let store = clients.store();
+    store
+        .start_deployment(
+            &d.stack_id,
+            &d.deployment,
+            &source_text(source),
+            &d.instances,
+            d.started_at,
+        )
+        .await?;
+    for i in &plan.instances {
+        let json =
+            serde_json::to_string(i).map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
+        store
+            .put_plan(&d.stack_id, &d.deployment, &i.name, &json)
+            .await?;
+    }
+    store
+        .put_source(&source.bucket, &source.key, &d.stack_id)
+        .await?;
+    let detail = format!("{} instance(s) planned", plan.instances.len());
+    store
+        .record_step(
+            &d.stack_id,
+            &d.deployment,
+            "validated",
+            "validate",
+            &detail,
+            now_ms(),
+        )
+        .await
+}
+
+pub fn source_text(source: &Source) -> String {
+    format!(
+        "{}{}",
+        source.uri(),
+        source
+            .version_id
+            .as_deref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Reads and checks the bundle and its images; the plan, or every problem found.
+async fn check(
+    clients: &Clients,
+    source: &Source,
+    size: u64,
+    ctx: &Context,
+) -> Result<Result<Plan, Rejected>, Failure> {
+    let valid = match read(clients, source, size).await? {
+        Ok(v) => v,
+        Err(r) => return Ok(Err(r)),
+    };
+    let names = Some((valid.config.app.clone(), valid.config.stack.clone()));
+    let rejected = |problems| Rejected {
+        problems,
+        names: names.clone(),
+    };
+    let mut plan = match plan::plan(&valid.config, &valid.root, source, ctx) {
+        Ok(p) => p,
+        Err(p) => return Ok(Err(rejected(p))),
+    };
+    let problems = check_images(clients, &valid, &mut plan, &ctx.region).await?;
+    if !problems.is_empty() {
+        return Ok(Err(rejected(problems)));
+    }
+    Ok(Ok(plan))
+}
+
+/// The zip reader is synchronous: it runs on a blocking thread that drives ranged GETs.
+async fn read(
+    clients: &Clients,
+    source: &Source,
+    size: u64,
+) -> Result<Result<ValidBundle, Rejected>, Failure> {
     let object = Arc::new(S3Object {
         client: clients.s3.clone(),
         bucket: source.bucket.clone(),
         key: source.key.clone(),
         version_id: source.version_id.clone(),
-        size: head.size,
+        size,
         handle: tokio::runtime::Handle::current(),
         requests: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
     let reader = object.clone();
-    let reader_name = name.clone();
-    let valid = tokio::task::spawn_blocking(move || {
-        validate::validate_source(reader.as_ref(), &reader_name)
-    })
-    .await
-    .map_err(|e| Failure::new(Kind::AwsError, format!("bundle reader stopped: {e}")))?;
+    let name = source.uri();
+    tracing::info!(bundle = %name, version = ?source.version_id, size, "validating");
+    let valid =
+        tokio::task::spawn_blocking(move || validate::validate_source(reader.as_ref(), &name))
+            .await
+            .map_err(|e| Failure::new(Kind::AwsError, format!("bundle reader stopped: {e}")))?;
     tracing::info!(
         requests = object.requests.load(Ordering::Relaxed),
         bytes = object.bytes.load(Ordering::Relaxed),
         "bundle read"
     );
-    let valid = valid.map_err(|p| invalid(&p))?;
+    Ok(valid)
+}
 
-    let ctx = Context {
-        region: clients.settings.region.clone(),
-        partition: stackdrop_adapters::partition_of(&event.context.invoked_function_arn),
-        account: stackdrop_adapters::account_of(&event.context.invoked_function_arn),
-        permissions_boundary: clients.settings.permissions_boundary.clone(),
-        log_retention_days: clients.settings.log_retention_days,
-    };
-    let mut plan =
-        plan::plan(&valid.config, &valid.root, &source, &ctx).map_err(|p| invalid(&p))?;
-
-    // Images: resolve `resolve:ssm:`, check the AMI exists and fits the instance type.
+/// Resolves `resolve:ssm:` images, checks each AMI exists and fits the instance type.
+async fn check_images(
+    clients: &Clients,
+    valid: &ValidBundle,
+    plan: &mut Plan,
+    region: &str,
+) -> Result<Vec<Problem>, Failure> {
     let mut problems = Vec::new();
     for (instance, planned) in valid.config.instances.iter().zip(plan.instances.iter_mut()) {
         let at = format!("{}/image", instance.pointer());
@@ -88,100 +228,72 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Depl
                 continue;
             }
         };
-        match ec2::describe_image(&clients.ec2, &ami).await? {
-            None => problems.push(Problem::new(
-                "stack.json",
-                at,
-                format!(
-                    "{ami} does not exist in {} (or is not shared with this account)",
-                    ctx.region
-                ),
-            )),
-            Some(image) => {
-                if let Err(p) =
-                    validate::check_image_architecture(instance, &ami, &image.architecture)
-                {
-                    problems.push(p);
-                }
-                planned.launch_template.image_id = image.id.clone();
-                if let Some(root) = image.root_device_name {
-                    planned.launch_template.root_volume.device_name = root;
-                }
-                planned.launch_template.root_volume.size_gib = image.root_size_gib;
-            }
+        let Some(image) = ec2::describe_image(&clients.ec2, &ami).await? else {
+            let why =
+                format!("{ami} does not exist in {region} (or is not shared with this account)");
+            problems.push(Problem::new("stack.json", at, why));
+            continue;
+        };
+        if let Err(p) = validate::check_image_architecture(instance, &ami, &image.architecture) {
+            problems.push(p);
         }
+        planned.launch_template.image_id = image.id.clone();
+        if let Some(root) = image.root_device_name {
+            planned.launch_template.root_volume.device_name = root;
+        }
+        planned.launch_template.root_volume.size_gib = image.root_size_gib;
     }
-    if !problems.is_empty() {
-        return Err(invalid(&problems));
-    }
+    Ok(problems)
+}
 
-    let id = stack_id(&plan.app, &plan.stack);
-    let store = clients.store();
-    let started_at = now_ms();
-    let mut decision = Decision::Deploy;
-    if let Some(version) = &source.version_id {
-        if s3::newer_version_exists(&clients.s3, &source.bucket, &source.key, version).await? {
-            decision = Decision::Superseded;
-        }
-    }
-    let source_text = format!(
-        "{}{}",
-        source.uri(),
-        source
-            .version_id
-            .as_deref()
-            .map(|v| format!(" version {v}"))
-            .unwrap_or_default()
+/// A rejected bundle: recorded in the stack's history (when it names its stack) and published,
+/// so `stackdrop status` and alerts see it; nothing is created in AWS.
+async fn reject(clients: &Clients, source: &Source, rejected: Rejected) -> Failure {
+    let lines: Vec<String> = rejected.problems.iter().map(|p| p.to_string()).collect();
+    let failure = Failure::new(Kind::InvalidBundle, lines.join("\n"));
+    let stack = rejected.names.as_ref().map(|(a, s)| stack_id(a, s));
+    let deployment = stackdrop_core::naming::deployment_id(
+        &source.bucket,
+        &source.key,
+        source.version_id.as_deref(),
     );
-    if decision == Decision::Deploy {
-        store
-            .start_deployment(&id, &plan.deployment, &source_text, started_at)
-            .await?;
-        for i in &plan.instances {
-            let json = serde_json::to_string(i)
-                .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
+    if let Some(id) = &stack {
+        let store = clients.store();
+        let text = format!("InvalidBundle: {}", failure.message);
+        let recorded = async {
             store
-                .put_plan(&id, &plan.deployment, &i.name, &json)
+                .start_deployment(id, &deployment, &source_text(source), &[], now_ms())
                 .await?;
+            store
+                .finish_deployment(id, &deployment, "invalid", Some(&text), now_ms())
+                .await?;
+            store
+                .record_step(id, &deployment, "invalid", "validate", &text, now_ms())
+                .await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "could not record the rejected bundle");
         }
-        decision = match store
-            .claim(
-                &id,
-                &plan.deployment,
-                &source_text,
-                head.last_modified_ms,
-                started_at,
-            )
-            .await?
-        {
-            Claim::Claimed { .. } => Decision::Deploy,
-            Claim::AlreadyCurrent => Decision::Noop,
-            Claim::Superseded { .. } => Decision::Superseded,
-        };
-        let detail = match decision {
-            Decision::Deploy => format!("{} instance(s) planned", plan.instances.len()),
-            Decision::Noop => "already the current version: nothing to do".to_string(),
-            Decision::Superseded => "a newer version holds the stack".to_string(),
-        };
-        let status = match decision {
-            Decision::Deploy => "provisioning",
-            Decision::Noop => "unchanged",
-            Decision::Superseded => "superseded",
-        };
-        store
-            .record_step(&id, &plan.deployment, status, "validate", &detail, now_ms())
-            .await?;
     }
-    tracing::info!(stack = %id, deployment = %plan.deployment, ?decision, "validated");
-    Ok(Deployment {
-        stack_id: id,
-        app: plan.app.clone(),
-        stack: plan.stack.clone(),
-        deployment: plan.deployment.clone(),
-        source,
-        decision,
-        instances: plan.instances.iter().map(|i| i.name.clone()).collect(),
-        started_at,
-        deadline: now_s() + clients.settings.deadline_seconds,
-    })
+    let summary = Summary {
+        stack: stack.unwrap_or_default(),
+        action: OpAction::Deploy,
+        deployment,
+        source: source.uri(),
+        version: source.version_id.clone(),
+        status: Outcome::Failed,
+        instances: vec![],
+        error: Some(failure.message.clone()),
+        error_name: Some("InvalidBundle".into()),
+        cause: None,
+        reason: None,
+        removed: vec![],
+        warning: None,
+        attempt: 0,
+        duration_seconds: 0.0,
+    };
+    if let Err(e) = events::publish(&clients.events, &clients.settings.event_bus, &summary).await {
+        tracing::warn!(error = %e, "could not publish the rejection");
+    }
+    failure
 }

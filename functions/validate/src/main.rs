@@ -1,6 +1,8 @@
 //! The validate step: a thin Lambda entry point. Clients are built once per cold start.
 
+mod desire;
 mod handler;
+mod teardown;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use stackdrop_adapters::Clients;

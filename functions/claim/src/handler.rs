@@ -1,0 +1,107 @@
+//! Claim: take the stack's lease for this execution, or say why not: a duplicate of the running
+//! execution yields, another operation makes this one wait, a newer request supersedes it, a
+//! version that is current already is a no-op. The decision is the core's
+//! [`lifecycle::claim`]; the write is conditional on the record read.
+
+use lambda_runtime::LambdaEvent;
+use stackdrop_adapters::store::Change;
+use stackdrop_adapters::{now_ms, now_s, Clients, Failure, Kind};
+use stackdrop_core::lifecycle::{self, Claim, Lease, OpAction, LEASE_SECONDS, MAX_WAIT_SECONDS};
+use stackdrop_core::pipeline::{ClaimInput, Decision, Deployment};
+
+pub async fn handle(
+    clients: &Clients,
+    event: LambdaEvent<ClaimInput>,
+) -> Result<Deployment, Failure> {
+    let ClaimInput {
+        operation: mut d,
+        execution: owner,
+    } = event.payload;
+    let op = d.op();
+    let now = now_s();
+    let claim = clients
+        .store()
+        .update_stack(&d.stack_id, now_ms(), |state| {
+            let c = lifecycle::claim(state, &owner, &op, now);
+            let Claim::Take { attempt } = c else {
+                return Ok(Change::Keep(c));
+            };
+            let mut next = state.clone();
+            next.lease = Some(Lease {
+                owner: owner.clone(),
+                op: op.id.clone(),
+                attempt,
+                expires: now + LEASE_SECONDS,
+                closing: false,
+            });
+            next.attempt = attempt;
+            next.status = Some(match op.action {
+                OpAction::Deploy => "deploying".into(),
+                OpAction::Teardown => "tearing-down".into(),
+            });
+            Ok(Change::Write(next, c))
+        })
+        .await?;
+    tracing::info!(stack = %d.stack_id, op = %d.deployment, ?claim, "claim");
+    d.wait = 0;
+    match claim {
+        Claim::Take { attempt } | Claim::Held { attempt } => {
+            d.owner = owner;
+            d.attempt = attempt;
+            d.decision = match d.action {
+                OpAction::Deploy => Decision::Deploy,
+                OpAction::Teardown => Decision::Teardown,
+            };
+            let detail = format!("attempt {attempt} holds the stack ({})", d.owner);
+            clients
+                .store()
+                .record_step(
+                    &d.stack_id,
+                    &d.deployment,
+                    "claimed",
+                    "claim",
+                    &detail,
+                    now_ms(),
+                )
+                .await?;
+        }
+        Claim::Duplicate { of } => {
+            d.decision = Decision::Duplicate;
+            d.reason = Some(format!(
+                "execution {of} is running this same {}",
+                what(d.action)
+            ));
+        }
+        Claim::Busy { holder, op, until } => {
+            if d.waited >= MAX_WAIT_SECONDS {
+                return Err(Failure::new(
+                    Kind::StackBusy,
+                    format!("{} waited {}s for {op} ({holder}) to release the stack; start a new execution to try again", d.deployment, d.waited),
+                ));
+            }
+            d.decision = Decision::Wait;
+            d.wait = lifecycle::busy_wait(d.waited, until, now);
+            d.waited += d.wait;
+            d.reason = Some(format!("waiting for {op} ({holder}) to finish"));
+        }
+        Claim::Superseded { by } => {
+            d.decision = Decision::Superseded;
+            d.reason = Some(format!("a newer request ({by}) holds the stack"));
+        }
+        Claim::Noop => {
+            d.decision = Decision::Noop;
+            d.reason = Some(match d.action {
+                OpAction::Deploy => "this version is the current one already".into(),
+                OpAction::Teardown => "the stack is deleted already".into(),
+            });
+        }
+    }
+    Ok(d)
+}
+
+fn what(action: OpAction) -> &'static str {
+    match action {
+        OpAction::Deploy => "deployment",
+        OpAction::Teardown => "teardown",
+    }
+}

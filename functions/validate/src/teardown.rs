@@ -1,0 +1,88 @@
+//! A teardown request (`aws s3 rm`, a delete marker, or `{"action":"teardown"}`): find the stack
+//! the key deployed and record the teardown as its desired operation, ordered like deploys by
+//! the key's version list (the delete marker is the newest entry).
+
+use stackdrop_adapters::{now_ms, now_s, s3, Clients, Failure};
+use stackdrop_core::lifecycle::{self, Desire, OpAction};
+use stackdrop_core::naming;
+use stackdrop_core::pipeline::{Decision, Deployment};
+use stackdrop_core::plan::Source;
+use stackdrop_core::trigger::Trigger;
+
+pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, Failure> {
+    let store = clients.store();
+    let mut key = trigger.key.clone();
+    let mut stack = store.source_stack(&trigger.bucket, &key).await?;
+    if stack.is_none() {
+        if let Some(alt) = &trigger.alternate_key {
+            stack = store.source_stack(&trigger.bucket, alt).await?;
+            key = alt.clone();
+        }
+    }
+    let entries = s3::versions(&clients.s3, &trigger.bucket, &key).await?;
+    let latest = lifecycle::latest(&entries);
+    // S3 also reports removing an old version, or a delete marker (which restores the object):
+    // the bundle still exists then, so the stack stays. A person asking tears it down anyway.
+    let still_there = latest
+        .filter(|e| !e.delete_marker)
+        .map(|e| e.version_id.clone());
+    // A plain request names no version: the key's latest entry (often its delete marker).
+    let version = trigger
+        .version_id
+        .clone()
+        .or_else(|| latest.map(|e| e.version_id.clone()));
+    let id = naming::teardown_id(&trigger.bucket, &key, version.as_deref());
+    let stack_id = stack.clone().unwrap_or_default();
+    let (app, name) = stack_id.split_once('/').unwrap_or_default();
+    let mut out = Deployment {
+        stack_id: stack_id.clone(),
+        app: app.into(),
+        stack: name.into(),
+        deployment: id,
+        action: OpAction::Teardown,
+        source: Source {
+            bucket: trigger.bucket.clone(),
+            key,
+            version_id: version,
+        },
+        decision: Decision::Claim,
+        instances: vec![],
+        started_at: now_ms(),
+        deadline: now_s() + clients.settings.deadline_seconds,
+        owner: String::new(),
+        attempt: 0,
+        wait: 0,
+        waited: 0,
+        reason: None,
+    };
+    if stack.is_none() {
+        out.decision = Decision::Noop;
+        out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
+        return Ok(out);
+    }
+    if let (true, Some(current)) = (trigger.from_event, still_there) {
+        out.decision = Decision::Noop;
+        out.reason = Some(format!("{} still has a current version ({current}): an old version or a delete marker was removed, the stack stays", out.source.uri()));
+        return Ok(out);
+    }
+    let source = crate::handler::source_text(&out.source);
+    store
+        .start_deployment(&stack_id, &out.deployment, &source, &[], out.started_at)
+        .await?;
+    store
+        .record_step(
+            &stack_id,
+            &out.deployment,
+            "requested",
+            "teardown",
+            &format!("teardown requested by {source}"),
+            now_ms(),
+        )
+        .await?;
+    if let Desire::Superseded { by } = crate::desire::record(clients, &stack_id, &out.op()).await? {
+        out.decision = Decision::Superseded;
+        out.reason = Some(format!("a newer request ({by}) holds the stack"));
+    }
+    tracing::info!(stack = %stack_id, teardown = %out.deployment, decision = ?out.decision, "teardown requested");
+    Ok(out)
+}
