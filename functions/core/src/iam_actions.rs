@@ -9,6 +9,7 @@
 //! least one action of the service. The service prefix itself takes no wildcard.
 
 use crate::config::did_you_mean;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// The generated table (see the module documentation).
@@ -50,6 +51,9 @@ const LIST_AT_MOST: usize = 3;
 pub struct Catalogue<'t> {
     header: &'t str,
     services: Vec<(&'t str, &'t str)>,
+    /// Lowercase action name -> the services (indexes) that have it; built on the first
+    /// unknown action, for the hints.
+    by_action: OnceLock<HashMap<String, Vec<usize>>>,
 }
 
 /// The embedded catalogue, parsed once.
@@ -132,7 +136,11 @@ impl<'t> Catalogue<'t> {
             }
             services.push((service, actions));
         }
-        Ok(Catalogue { header, services })
+        Ok(Catalogue {
+            header,
+            services,
+            by_action: OnceLock::new(),
+        })
     }
 
     /// The header line without its `# `: which package version produced the table.
@@ -192,16 +200,12 @@ impl<'t> Catalogue<'t> {
     fn unknown_service(&self, s: &str, service: &str, action: &str) -> String {
         let head = format!("{s:?} is not an IAM action: unknown service prefix {service:?}");
         let all: Vec<&str> = self.services.iter().map(|(p, _)| *p).collect();
-        let with_action: Vec<&str> = all
-            .iter()
-            .copied()
-            .filter(|p| self.find(p, action).is_some())
-            .collect();
-        if let Some(p) = did_you_mean(service, &with_action) {
+        let with_action = self.services_with(action);
+        if let Some(p) = closest(service, &with_action) {
             let name = self.find(p, action).unwrap_or(action);
             return format!("{head}; did you mean \"{p}:{name}\"?");
         }
-        if let Some(p) = did_you_mean(service, &all) {
+        if let Some(p) = closest(service, &all) {
             return format!("{head}; did you mean {p:?}?");
         }
         match self.elsewhere(action, &with_action) {
@@ -227,15 +231,10 @@ impl<'t> Catalogue<'t> {
             );
         }
         let names: Vec<&str> = self.actions(service).into_iter().flatten().collect();
-        if let Some(name) = did_you_mean(action, &names) {
+        if let Some(name) = closest(action, &names) {
             return format!("{head}; did you mean \"{service}:{name}\"?");
         }
-        let others: Vec<&str> = self
-            .services
-            .iter()
-            .map(|(p, _)| *p)
-            .filter(|p| *p != service && self.find(p, action).is_some())
-            .collect();
+        let others = self.services_with(action);
         if let Some(list) = self.elsewhere(action, &others) {
             return format!("{head}; did you mean {list}?");
         }
@@ -243,6 +242,25 @@ impl<'t> Catalogue<'t> {
             "{head} (closest {service} actions: {})",
             nearest(service, action, &names)
         )
+    }
+
+    /// The service prefixes that have `action` (any case), sorted.
+    fn services_with(&self, action: &str) -> Vec<&'t str> {
+        let index = self.by_action.get_or_init(|| {
+            let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, (_, actions)) in self.services.iter().enumerate() {
+                for a in actions.split(',') {
+                    index.entry(a.to_ascii_lowercase()).or_default().push(i);
+                }
+            }
+            index
+        });
+        let found = index.get(&action.to_ascii_lowercase());
+        found
+            .into_iter()
+            .flatten()
+            .map(|&i| self.services[i].0)
+            .collect()
     }
 
     /// `"logs:PutLogEvents"` or `"a:X" or "b:X"`, when one to a few services have `action`.
@@ -258,21 +276,57 @@ impl<'t> Catalogue<'t> {
     }
 }
 
+/// [`did_you_mean`] over the names that can pass its distance bound (`2.max(len / 4)`): the
+/// same answer without computing the edit distance to hundreds of far names.
+fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let bag = letter_counts(unknown);
+    let near: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| bag_distance(&bag, &letter_counts(k)) <= 2.max(k.len() / 4))
+        .collect();
+    did_you_mean(unknown, &near)
+}
+
+/// How often each byte occurs, ASCII case folded.
+fn letter_counts(s: &str) -> [u16; 128] {
+    let mut counts = [0u16; 128];
+    for b in s.bytes() {
+        counts[usize::from(b.to_ascii_lowercase() & 0x7f)] += 1;
+    }
+    counts
+}
+
+/// A lower bound of the edit distance (with transpositions) between two strings: edits
+/// needed to turn one multiset of letters into the other, ignoring their order.
+fn bag_distance(a: &[u16; 128], b: &[u16; 128]) -> usize {
+    let (mut extra, mut missing) = (0usize, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        extra += usize::from(x.saturating_sub(*y));
+        missing += usize::from(y.saturating_sub(*x));
+    }
+    extra.max(missing)
+}
+
 /// The few names of `names` nearest to `action`: longest common prefix first, then edit
-/// distance; quoted, with the service prefix.
+/// distance (computed only among the longest prefixes); quoted, with the service prefix.
 fn nearest(service: &str, action: &str, names: &[&str]) -> String {
     let lower = action.to_ascii_lowercase();
-    let mut ranked: Vec<(usize, usize, &str)> = names
-        .iter()
-        .map(|n| {
-            let n_lower = n.to_ascii_lowercase();
-            let common = lower
-                .bytes()
-                .zip(n_lower.bytes())
-                .take_while(|(a, b)| a == b)
-                .count();
-            let distance = strsim::damerau_levenshtein(&lower, &n_lower);
-            (usize::MAX - common, distance, *n)
+    let common = |n: &str| {
+        (lower.bytes())
+            .zip(n.bytes().map(|b| b.to_ascii_lowercase()))
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let mut by_prefix: Vec<(usize, &str)> = names.iter().map(|n| (common(n), *n)).collect();
+    by_prefix.sort_by_key(|(c, _)| usize::MAX - c);
+    let floor = by_prefix.get(LIST_AT_MOST - 1).map_or(0, |(c, _)| *c);
+    let mut ranked: Vec<(usize, usize, &str)> = by_prefix
+        .into_iter()
+        .take_while(|(c, _)| *c >= floor)
+        .map(|(c, n)| {
+            let distance = strsim::levenshtein(&lower, &n.to_ascii_lowercase());
+            (usize::MAX - c, distance, n)
         })
         .collect();
     ranked.sort();
@@ -526,6 +580,15 @@ ssm:GetParameter,GetParameters
     }
 
     proptest! {
+        #[test]
+        fn closest_gives_did_you_means_answer(
+            unknown in "[a-dA-D]{0,9}",
+            known in proptest::collection::vec("[a-dA-D]{1,12}", 0..12),
+        ) {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            prop_assert_eq!(closest(&unknown, &known), did_you_mean(&unknown, &known));
+        }
+
         #[test]
         fn wildcard_match_agrees_with_the_reference(p in "[aAb*?]{0,8}", n in "[aAbB]{0,10}") {
             prop_assert_eq!(wildcard_match(&p, &n), reference(p.as_bytes(), n.as_bytes()));
