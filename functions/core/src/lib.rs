@@ -4,12 +4,14 @@
 //!   the central directory and the two JSON files only, never the code.
 //! - [`config`]: the Awsless-compatible `app.json` / `stack.json` model and its validation;
 //!   every problem is reported as `FILE: /json/pointer: message`.
+//! - [`iam_actions`]: IAM's action catalogue (generated, embedded): is `s3:GetObject` an action?
 //! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
 //! - [`plan`]: everything the pipeline creates for a bundle version.
 //! - [`userdata`]: the bootstrap script each instance runs.
 
 pub mod bundle;
 pub mod config;
+pub mod iam_actions;
 pub mod lifecycle;
 pub mod naming;
 pub mod pipeline;

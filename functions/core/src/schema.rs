@@ -12,7 +12,7 @@ const IMAGE: &str =
 const INSTANCE_TYPE: &str = r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|[0-9]{1,3}xlarge|metal|metal-[0-9]{1,3}xl)$";
 const USER: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
 const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
-const ACTION: &str = r"^(\*|[a-z0-9-]+:[A-Za-z0-9*?]+)$";
+const ACTION: &str = r"^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?-]+)$";
 const RESOURCE: &str = r"^(\*|arn:[^:\s]+:[^:\s]+:[^:\s]*:[^:\s]*:\S+)$";
 
 /// app.json: the application a stack belongs to.
