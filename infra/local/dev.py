@@ -238,6 +238,18 @@ class Stackdrop:
 
     # -- helpers for the demo and the tests -------------------------------------------------
 
+    def set_faults(self, spec: str, seed: int = 0) -> dict:
+        """Sets the faults the local AWS injects (see infra/local/faults.py); returns what the
+        previous setting injected."""
+        import urllib.request
+        url = self.endpoint + stackdrop_local.FAULTS_PATH
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=10) as r:
+            before = json.load(r)
+        req = urllib.request.Request(url, method="POST", data=json.dumps({"spec": spec, "seed": seed}).encode())
+        opener.open(req, timeout=10).close()
+        return before
+
     def deploy_machine_arn(self) -> str:
         return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{DEPLOY_MACHINE}"
 

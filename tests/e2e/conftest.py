@@ -64,3 +64,94 @@ def bundles(tmp_path):
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+def live_instances(sd, app: str, states=LIVE) -> list[dict]:
+    res = sd.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:stackdrop:app", "Values": [app]},
+        {"Name": "instance-state-name", "Values": states}])
+    return [i for r in res["Reservations"] for i in r["Instances"]]
+
+
+def tags_of(resource: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def leftovers(sd, app: str) -> dict[str, list[str]]:
+    """Everything of the app in AWS but log groups: what a teardown must leave empty."""
+    iam, ec2 = sd.client("iam"), sd.client("ec2")
+    return {
+        "instances": [i["InstanceId"] for i in live_instances(sd, app, LIVE + ["shutting-down"])],
+        "roles": [r["RoleName"] for r in iam.list_roles(PathPrefix="/stackdrop/")["Roles"] if r["RoleName"].startswith(app)],
+        "profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"] if p["InstanceProfileName"].startswith(app)],
+        "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"] if t["LaunchTemplateName"].startswith(app)],
+        "groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith(app)],
+    }
+
+
+def nothing(left: dict) -> bool:
+    return not any(left.values())
+
+
+def upload(sd, path: str, key: str) -> str:
+    """Uploads with the real AWS CLI; returns the new object version."""
+    out = sd.aws("s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", path)
+    return json.loads(out.stdout)["VersionId"]
+
+
+def settle(sd, key: str, timeout: float = 240) -> list[dict]:
+    """Waits until every execution (deploy and teardown) about `key` has finished and no new
+    one started for a few seconds (duplicate deliveries arrive late); returns them all."""
+    import time
+    sfn = sd.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    quiet, seen = 0, -1
+    while time.monotonic() < deadline:
+        runs = sd.executions_for(key) + sd.executions_for(key, machine=sd.teardown_machine_arn())
+        running = [r for r in runs if sfn.describe_execution(executionArn=r["executionArn"])["status"] == "RUNNING"]
+        quiet = quiet + 1 if not running and len(runs) == seen else 0
+        seen = len(runs)
+        if quiet >= 4:
+            return [sfn.describe_execution(executionArn=r["executionArn"]) for r in runs]
+        time.sleep(1)
+    raise TimeoutError(f"executions for {key} did not settle within {timeout:.0f}s")
+
+
+def outputs(executions: list[dict]) -> list[dict]:
+    return [json.loads(e["output"]) for e in executions if e.get("output")]
+
+
+def stack_record(sd, app: str, stack: str = "hello") -> dict:
+    item = sd.client("dynamodb").get_item(TableName="stackdrop-state", ConsistentRead=True,
+                                          Key={"pk": {"S": f"stack#{app}/{stack}"}, "sk": {"S": "stack"}})
+    return item.get("Item", {})
+
+
+class Events:
+    """Catches stackdrop's EventBridge events (source `stackdrop`) in an SQS queue of the test's."""
+
+    def __init__(self, sd):
+        self.sqs, events = sd.client("sqs"), sd.client("events")
+        name = f"e2e-events-{uuid.uuid4().hex[:6]}"
+        self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=name, EventPattern=json.dumps({"source": ["stackdrop"]}), State="ENABLED")
+        events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": arn}])
+        self.seen: list[dict] = []
+
+    def drain(self) -> list[dict]:
+        while True:
+            msgs = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not msgs:
+                return self.seen
+            for m in msgs:
+                self.seen.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+
+@pytest.fixture(scope="session")
+def events(sd):
+    return Events(sd)
