@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 # The local AWS environment and the project-local tools (.venv, .tools/npm).
 -include mk/local.mk
 
-.PHONY: help build build-lambdas test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
+.PHONY: help build build-lambdas chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
 
 # The five Lambda functions and the CLI (debug: what the local environment runs).
 LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
@@ -63,6 +63,11 @@ bench: tools ## figures for BENCHMARKS.md: validate on 1 MiB / 2 GiB bundles, La
 	$(PY) bench/lambda_bench.py --dir target/release
 	$(MAKE) build-lambdas
 	$(PY) bench/pipeline_bench.py
+
+CHAOS_SEEDS ?= 1-100
+CHAOS_PARALLEL ?= 4
+chaos: tools build-lambdas ## seeded chaos runs on local AWS (CHAOS_SEEDS=1-100, CHAOS_PARALLEL=4); results in bench/out/chaos.jsonl
+	$(PY) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) --parallel $(CHAOS_PARALLEL)
 
 FUZZ_SECONDS ?= 600
 fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not part of make test)

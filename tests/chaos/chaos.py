@@ -1,0 +1,184 @@
+"""Seeded chaos runs on local AWS: concurrent uploads, deletes and console re-runs on a few stacks,
+under injected faults (duplicate deliveries, Lambdas reported timed out after their side effects,
+throttled and failing AWS calls, EC2's token buckets). After each run settles:
+
+* every stack runs exactly the instances of its key's newest version in S3 (none if deleted),
+  each with exactly one role, profile, security group and launch template of that deployment,
+  and nothing else of the stack is left (no orphan);
+* a sampler (twice a second) never saw a deployed stack without a running instance between its
+  first running instance and the first delete of its key (no gap during updates);
+* every execution ended, and none failed but for a reason the run provoked (a re-run of a key
+  whose bundle was deleted: `BundleNotFound`).
+
+`python tests/chaos/chaos.py --seeds 1-100 --parallel 4` runs seeds (the environment is started
+once); `make chaos` does that; `make test` runs a few through tests/chaos/test_chaos.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "infra" / "local"))
+
+from conftest import BUCKET, Bundles, leftovers, live_instances, settle, tags_of  # noqa: E402
+
+FAULTS = "duplicate=0.3,lambda_timeout=0.1,throttle=0.05,error=0.02,delay=0.05"
+ALLOWED_FAILURES = {"BundleNotFound"}
+
+
+class Sampler(threading.Thread):
+    def __init__(self, sd, apps):
+        super().__init__(daemon=True)
+        self.sd, self.apps, self.stop = sd, apps, threading.Event()
+        self.timeline: dict[str, list[tuple[float, int]]] = {a: [] for a in apps}
+
+    def run(self):
+        while not self.stop.is_set():
+            for app in self.apps:
+                n = len(live_instances(self.sd, app, ["running"]))
+                self.timeline[app].append((time.monotonic(), n))
+            time.sleep(0.5)
+
+
+def one_run(sd, seed: int, stacks: int = 2, actions: int = 5) -> dict:
+    """One seeded run; returns its figures, raises AssertionError with what went wrong."""
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
+    bundles = Bundles(tmp)
+    apps = [f"chaos{seed}-{i}-{rng.randrange(16**4):04x}" for i in range(stacks)]
+    first_delete: dict[str, float] = {}
+    sampler = Sampler(sd, apps)
+    sampler.start()
+    sfn = sd.client("stepfunctions")
+    done = []
+    try:
+        for n in range(actions * stacks):
+            app = rng.choice(apps)
+            key = f"{app}.zip"
+            what = rng.choices(["upload", "delete", "rerun"], weights=[6, 2, 2])[0]
+            if what == "upload" or n < stacks:
+                path = bundles.make(app, lambda s, g=f"{seed}-{n}": s["instances"]["greeter"]["environment"].update(GREETING=g))
+                sd.aws("s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", path)
+            elif what == "delete":
+                first_delete.setdefault(app, time.monotonic())
+                sd.aws("s3", "rm", f"s3://{BUCKET}/{key}")
+            else:
+                sfn.start_execution(stateMachineArn=sd.deploy_machine_arn(), name=f"chaos-{seed}-{n}-{rng.randrange(10**6)}",
+                                    input=json.dumps({"bucket": BUCKET, "key": key}))
+            done.append((app, what))
+            time.sleep(rng.uniform(0, 3))
+        runs = {app: settle(sd, f"{app}.zip", timeout=600) for app in apps}
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    problems = []
+    for app in apps:
+        problems += check_stack(sd, app, runs[app], sampler.timeline[app], first_delete.get(app))
+    if problems:
+        raise AssertionError(f"seed {seed}: " + "; ".join(problems))
+    return {"seed": seed, "seconds": round(time.monotonic() - t0, 1), "actions": done,
+            "executions": sum(len(r) for r in runs.values())}
+
+
+def check_stack(sd, app, runs, timeline, deleted_at) -> list[str]:
+    problems = []
+    s3 = sd.client("s3")
+    key = f"{app}.zip"
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+    latest = [v for v in versions.get("Versions", []) if v["IsLatest"] and v["Key"] == key]
+    for e in runs:
+        if e["status"] != "SUCCEEDED" and e.get("error") not in ALLOWED_FAILURES:
+            problems.append(f"{app}: execution {e['name']} {e['status']} {e.get('error')}: {str(e.get('cause'))[:300]}")
+    left = leftovers(sd, app)
+    running = live_instances(sd, app)
+    if not latest:  # the key's newest entry is a delete marker
+        if any(left.values()):
+            problems.append(f"{app}: deleted, but left {left}")
+    else:
+        version = latest[0]["VersionId"]
+        got = [(tags_of(i).get("stackdrop:source-version"), i["State"]["Name"]) for i in running]
+        if got != [(version, "running")]:
+            problems.append(f"{app}: expected one running instance of {version}, got {got}")
+        else:
+            dep = tags_of(running[0])["stackdrop:deployment"]
+            for kind in ("roles", "profiles", "templates", "groups"):
+                if len(left[kind]) != 1 or dep not in left[kind][0]:
+                    problems.append(f"{app}: {kind} {left[kind]} (want exactly those of {dep})")
+    seen_up = False
+    for at, n in timeline:
+        if deleted_at is not None and at >= deleted_at:
+            break
+        if n:
+            seen_up = True
+        elif seen_up:
+            problems.append(f"{app}: no running instance at +{at - timeline[0][0]:.1f}s during an update")
+            break
+    return problems
+
+
+def seeds_of(spec: str) -> list[int]:
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def run_seeds(sd, seeds: list[int], parallel: int = 1, faults: str = FAULTS, log=print) -> list[dict]:
+    results = []
+    sd.set_faults(faults, seed=seeds[0])
+
+    def go(seed):
+        try:
+            r = one_run(sd, seed)
+            r["ok"] = True
+        except AssertionError as e:
+            r = {"seed": seed, "ok": False, "why": str(e)}
+        log(json.dumps(r))
+        return r
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        results = list(pool.map(go, seeds))
+    report = sd.set_faults("")
+    log(json.dumps({"injected": report}))
+    return results
+
+
+def main() -> int:
+    from dev import Stackdrop
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="1-10")
+    p.add_argument("--parallel", type=int, default=3)
+    p.add_argument("--faults", default=FAULTS)
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "chaos.jsonl"))
+    a = p.parse_args()
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    t0 = time.monotonic()
+    sd = Stackdrop(port=0, lambda_port=0, quiet=True).start()
+    try:
+        with open(a.out, "w") as out:
+            def log(line):
+                print(line, flush=True)
+                out.write(line + "\n")
+            results = run_seeds(sd, seeds_of(a.seeds), a.parallel, a.faults, log)
+    finally:
+        sd.stop()
+    failed = [r for r in results if not r["ok"]]
+    print(f"chaos: {len(results) - len(failed)} passed, {len(failed)} failed in {time.monotonic() - t0:.0f}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
