@@ -3,6 +3,7 @@
 //! Exit codes: 0 valid / done, 1 the bundle has problems (each printed as
 //! `FILE: /json/pointer: message`), 2 usage errors and unreadable paths.
 
+mod executions;
 mod local;
 mod status;
 
@@ -70,6 +71,16 @@ enum Command {
         /// The state table (default: $STACKDROP_TABLE or stackdrop-state).
         #[arg(long, env = "STACKDROP_TABLE", default_value = "stackdrop-state")]
         table: String,
+    },
+    /// Start a fresh attempt of the stack's newest request (what the console's "New execution"
+    /// with the same input does); prints the execution and its console link.
+    Retry {
+        stack: String,
+        #[arg(long, env = "STACKDROP_TABLE", default_value = "stackdrop-state")]
+        table: String,
+        /// The deployer's name prefix (its state machines are PREFIX-deploy, PREFIX-teardown).
+        #[arg(long, env = "STACKDROP_PREFIX", default_value = "stackdrop")]
+        prefix: String,
     },
     /// Print the JSON Schema of stack.json (default) or app.json.
     Schema {
@@ -197,6 +208,22 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
             table,
         } => {
             status::run(stack, watch, json, table)?;
+            Ok(Outcome::Ok)
+        }
+        Command::Retry {
+            stack,
+            table,
+            prefix,
+        } => {
+            let arn = status::block_on(async {
+                let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let store = stackdrop_adapters::store::Store::new(
+                    aws_sdk_dynamodb::Client::new(&conf),
+                    table,
+                );
+                executions::retry(&store, &aws_sdk_sfn::Client::new(&conf), &stack, &prefix).await
+            })??;
+            println!("started {arn}\n  {}", executions::console_link(&arn));
             Ok(Outcome::Ok)
         }
         Command::Schema { file } => {

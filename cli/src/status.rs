@@ -12,11 +12,26 @@ struct Status {
     stack: StackState,
     current: Option<DeploymentRecord>,
     desired: Option<DeploymentRecord>,
+    /// The last operations' attempts: execution, status, console link.
+    executions: Vec<String>,
+}
+
+/// Runs a future on a one-thread runtime (the CLI's AWS commands are a handful of calls).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, Fatal> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal(e.to_string()))?;
+    Ok(rt.block_on(f))
 }
 
 const FINAL: &[&str] = &["running", "failed", "deleted", "empty"];
 
-async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
+async fn load(
+    store: &Store,
+    sfn: &aws_sdk_sfn::Client,
+    stack_id: &str,
+) -> Result<Option<Status>, Fatal> {
     let fatal = |e: stackdrop_adapters::Failure| Fatal(e.to_string());
     let Some(stack) = store.stack(stack_id).await.map_err(fatal)? else {
         return Ok(None);
@@ -31,11 +46,14 @@ async fn load(store: &Store, stack_id: &str) -> Result<Option<Status>, Fatal> {
         }
         _ => None,
     };
+    let records = store.deployments(stack_id).await.map_err(fatal)?;
+    let executions = crate::executions::recent(sfn, &records, 5).await;
     Ok(Some(Status {
         stack_id: stack_id.to_string(),
         stack,
         current,
         desired,
+        executions,
     }))
 }
 
@@ -152,6 +170,13 @@ fn render(s: &Status) -> String {
             out.push_str(&format!("  error: {e}\n"));
         }
     }
+    if !s.executions.is_empty() {
+        out.push_str("\nrecent operations (newest first):\n");
+        for line in &s.executions {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -163,6 +188,7 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
     rt.block_on(async {
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = Store::new(aws_sdk_dynamodb::Client::new(&conf), table);
+        let sfn = aws_sdk_sfn::Client::new(&conf);
         let ids = match &stack {
             Some(s) => vec![s.clone()],
             None => all_stacks(&store).await?,
@@ -174,7 +200,7 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
         loop {
             let mut statuses = Vec::new();
             for id in &ids {
-                match load(&store, id).await? {
+                match load(&store, &sfn, id).await? {
                     Some(s) => statuses.push(s),
                     None if stack.is_some() => {
                         return Err(Fatal(format!(

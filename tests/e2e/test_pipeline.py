@@ -150,6 +150,23 @@ def test_terminated_instance_fails_the_deploy_with_the_reason_and_leaks_nothing(
     assert status["Item"]["status"]["S"] == "failed"
     assert "InstanceTerminated" in status["Item"]["lastError"]["S"]
 
+    # `stackdrop status` shows the failed attempt and its console link; `stackdrop retry`
+    # starts a fresh attempt (a new ClientToken), which succeeds.
+    cli = os.path.join(ROOT, "target", "debug", "stackdrop")
+    shown = subprocess.run([cli, "status", f"{app}/hello"], env=sd.aws_env(), capture_output=True, text=True, check=True).stdout
+    assert "attempt 1: FAILED" in shown and "console.aws.amazon.com/states/home" in shown, shown
+    assert ex["executionArn"] in shown, shown
+    started = subprocess.run([cli, "retry", f"{app}/hello"], env=sd.aws_env(), capture_output=True, text=True, check=True).stdout
+    arn = started.split()[1]
+    sfn = sd.client("stepfunctions")
+    while (d := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        time.sleep(0.5)
+    assert d["status"] == "SUCCEEDED", d
+    out = json.loads(d["output"])
+    assert (out["status"], out["attempt"]) == ("succeeded", 2), out
+    (inst,) = live_instances(sd, app)
+    assert inst["State"]["Name"] == "running" and tags(inst)["stackdrop:source-version"] == version
+
 
 def test_same_input_twice_and_each_lambda_twice_make_one_of_everything(sd, bundles):
     app = unique("e2e-idem")

@@ -62,6 +62,17 @@ pub struct DeploymentRecord {
     /// The names of its instances (their plans are `plan#{id}#{name}`).
     #[serde(default)]
     pub names: Vec<String>,
+    /// Each attempt and the execution that ran it, oldest first.
+    #[serde(default, deserialize_with = "json_strings")]
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub attempt: u64,
+    pub execution: String,
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +434,32 @@ impl Store {
             .await
             .map_err(|e| Failure::aws("DynamoDB UpdateItem (step)", e))?;
         Ok(())
+    }
+
+    /// Records that `execution` runs attempt `attempt` of the operation (once per attempt).
+    pub async fn record_attempt(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        a: &Attempt,
+    ) -> Result<(), Failure> {
+        let entry = serde_json::to_string(a).unwrap_or_default();
+        let res = self
+            .update(stack_id, &deployment_sk(deployment))
+            .update_expression(
+                "SET attempts = list_append(if_not_exists(attempts, :empty), :e), lastAttempt = :n",
+            )
+            .condition_expression("attribute_not_exists(lastAttempt) OR lastAttempt < :n")
+            .expression_attribute_values(":e", Av::L(vec![s(&entry)]))
+            .expression_attribute_values(":empty", Av::L(vec![]))
+            .expression_attribute_values(":n", n(a.attempt))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
+            Err(e) => Err(Failure::aws("DynamoDB UpdateItem (attempt)", e)),
+        }
     }
 
     pub async fn set_instance(

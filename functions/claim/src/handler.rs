@@ -4,7 +4,7 @@
 //! [`lifecycle::claim`]; the write is conditional on the record read.
 
 use lambda_runtime::LambdaEvent;
-use stackdrop_adapters::store::Change;
+use stackdrop_adapters::store::{Attempt, Change};
 use stackdrop_adapters::{now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::lifecycle::{self, Claim, Lease, OpAction, LEASE_SECONDS, MAX_WAIT_SECONDS};
 use stackdrop_core::pipeline::{ClaimInput, Decision, Deployment};
@@ -53,17 +53,17 @@ pub async fn handle(
                 OpAction::Teardown => Decision::Teardown,
             };
             let detail = format!("attempt {attempt} holds the stack ({})", d.owner);
-            clients
-                .store()
-                .record_step(
-                    &d.stack_id,
-                    &d.deployment,
-                    "claimed",
-                    "claim",
-                    &detail,
-                    now_ms(),
-                )
+            let store = clients.store();
+            let (id, op) = (&d.stack_id, &d.deployment);
+            store
+                .record_step(id, op, "claimed", "claim", &detail, now_ms())
                 .await?;
+            let a = Attempt {
+                attempt,
+                execution: d.owner.clone(),
+                at: now_ms(),
+            };
+            store.record_attempt(id, op, &a).await?;
         }
         Claim::Duplicate { of } => {
             d.decision = Decision::Duplicate;
