@@ -98,7 +98,7 @@ def test_upload_reaches_running_with_every_resource(sd, bundles):
     assert [(g["logGroupName"], g.get("retentionInDays")) for g in groups] == [(group, 30)]
 
 
-def test_invalid_bundle_fails_with_file_and_path_and_creates_nothing(sd, bundles):
+def test_invalid_bundle_fails_with_file_and_path_and_creates_nothing(sd, bundles, events):
     app = unique("e2e-bad")
 
     def breakit(stack):
@@ -119,6 +119,12 @@ def test_invalid_bundle_fails_with_file_and_path_and_creates_nothing(sd, bundles
     assert not [r for r in roles if r.startswith(app)]
     names = [t["LaunchTemplateName"] for t in sd.client("ec2").describe_launch_templates()["LaunchTemplates"]]
     assert not [n for n in names if n.startswith(app)]
+    # ... and the failure is where users look: the stack's status and an event.
+    cli = os.path.join(ROOT, "target", "debug", "stackdrop")
+    shown = subprocess.run([cli, "status", f"{app}/hello"], env=sd.aws_env(), capture_output=True, text=True, check=True).stdout
+    assert "stack " + app + "/hello: invalid" in shown and '"huge" is not an EC2 instance type' in shown, shown
+    failed = [e for e in events.drain() if e["detail-type"] == "Stack Deploy Failed" and e["detail"]["stack"] == f"{app}/hello"]
+    assert failed and failed[0]["detail"]["errorName"] == "InvalidBundle", failed
 
 
 def test_terminated_instance_fails_the_deploy_with_the_reason_and_leaks_nothing(sd, bundles):

@@ -6,6 +6,7 @@
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use stackdrop_adapters::s3::{self, S3Object};
+use stackdrop_adapters::store::Change;
 use stackdrop_adapters::{ec2, events, now_ms, now_s, Clients, Failure, Kind};
 use stackdrop_core::lifecycle::{Desire, OpAction};
 use stackdrop_core::pipeline::{stack_id, Decision, Deployment, Outcome, Summary};
@@ -269,6 +270,16 @@ async fn reject(clients: &Clients, source: &Source, rejected: Rejected) -> Failu
                 .await?;
             store
                 .record_step(id, &deployment, "invalid", "validate", &text, now_ms())
+                .await?;
+            // The stack's record says so too (what `stackdrop status` shows first); what runs,
+            // what is desired and who holds the stack stay as they are.
+            store
+                .update_stack(id, now_ms(), |state| {
+                    let mut next = state.clone();
+                    next.last_error = Some(text.clone());
+                    next.status.get_or_insert_with(|| "invalid".into());
+                    Ok(Change::Write(next, ()))
+                })
                 .await
         };
         if let Err(e) = recorded.await {
