@@ -27,7 +27,8 @@ build-lambdas:
 test: test-rust test-asl test-template test-local-env test-e2e ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
 
-test-asl: tools ## check statemachine/*.asl.json with asl-validator
+test-asl: tools ## check statemachine/*.asl.json with asl-validator (and that statemachine/build.py wrote them)
+	python3 statemachine/build.py --check
 	@for f in statemachine/*.asl.json; do $(ASL_VALIDATOR) --json-path $$f || exit 1; done
 
 test-template: tools ## lint the deploy template with cfn-lint

@@ -43,8 +43,8 @@ pub async fn recent(sfn: &Client, records: &[DeploymentRecord], n: usize) -> Vec
 /// The state machine named `{prefix}-{deploy|teardown}`.
 async fn machine_arn(sfn: &Client, prefix: &str, action: OpAction) -> Result<String, Fatal> {
     let name = match action {
-        OpAction::Deploy => format!("{prefix}-deploy"),
         OpAction::Teardown => format!("{prefix}-teardown"),
+        OpAction::Deploy | OpAction::Start | OpAction::Stop => format!("{prefix}-deploy"),
     };
     let mut pages = sfn.list_state_machines().into_paginator().send();
     while let Some(page) = pages.next().await {

@@ -25,7 +25,9 @@ pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, Fatal> 
     Ok(rt.block_on(f))
 }
 
-const FINAL: &[&str] = &["running", "failed", "deleted", "empty"];
+const FINAL: &[&str] = &[
+    "running", "stopped", "failed", "deleted", "empty", "invalid",
+];
 
 async fn load(
     store: &Store,

@@ -70,10 +70,10 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 def live_instances(sd, app: str, states=LIVE) -> list[dict]:
-    res = sd.client("ec2").describe_instances(Filters=[
+    pages = sd.client("ec2").get_paginator("describe_instances").paginate(Filters=[
         {"Name": "tag:stackdrop:app", "Values": [app]},
         {"Name": "instance-state-name", "Values": states}])
-    return [i for r in res["Reservations"] for i in r["Instances"]]
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
 def tags_of(resource: dict) -> dict:
@@ -83,12 +83,16 @@ def tags_of(resource: dict) -> dict:
 def leftovers(sd, app: str) -> dict[str, list[str]]:
     """Everything of the app in AWS but log groups: what a teardown must leave empty."""
     iam, ec2 = sd.client("iam"), sd.client("ec2")
+
+    def every(client, op, field, **kw):  # all pages: moto pages launch templates by 15
+        return client.get_paginator(op).paginate(**kw).build_full_result()[field]
+
     return {
         "instances": [i["InstanceId"] for i in live_instances(sd, app, LIVE + ["shutting-down"])],
-        "roles": [r["RoleName"] for r in iam.list_roles(PathPrefix="/stackdrop/")["Roles"] if r["RoleName"].startswith(app)],
-        "profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"] if p["InstanceProfileName"].startswith(app)],
-        "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"] if t["LaunchTemplateName"].startswith(app)],
-        "groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith(app)],
+        "roles": [r["RoleName"] for r in every(iam, "list_roles", "Roles", PathPrefix="/stackdrop/") if r["RoleName"].startswith(app)],
+        "profiles": [p["InstanceProfileName"] for p in every(iam, "list_instance_profiles", "InstanceProfiles") if p["InstanceProfileName"].startswith(app)],
+        "templates": [t["LaunchTemplateName"] for t in every(ec2, "describe_launch_templates", "LaunchTemplates") if t["LaunchTemplateName"].startswith(app)],
+        "groups": [g["GroupName"] for g in every(ec2, "describe_security_groups", "SecurityGroups") if g["GroupName"].startswith(app)],
     }
 
 

@@ -140,6 +140,13 @@ def test_failed_update_leaves_the_live_version_exactly_as_it_was_and_a_rerun_suc
     assert out["status"] == "succeeded" and out["attempt"] >= 2, out
     (inst,) = live_instances(sd, app)
     assert tags_of(inst)["stackdrop:source-version"] == version2
+    # The retried deployment's resources (created again after its rollback deleted them once)
+    # are retired like any other's by the next update.
+    v2 = out["deployment"]
+    upload(sd, bundles.make(app, greeting("three")), key)
+    assert "succeeded" in [o["status"] for o in outputs(settle(sd, key)) if o["deployment"] not in (v1, v2)]
+    left = leftovers(sd, app)
+    assert not [n for names in left.values() for n in names if v2 in n or v1 in n], left
 
 
 def test_teardown_during_a_deploy_is_serialized_and_wins(sd, bundles):
@@ -168,3 +175,44 @@ def test_duplicates_and_steps_rerun_after_their_side_effects_converge(sd, bundle
     left = leftovers(sd, app)
     assert len(left["instances"]) == 1 and len(left["roles"]) == 1 and len(left["templates"]) == 1, left
     assert len(left["groups"]) == 1 and len(left["profiles"]) == 1, left
+
+
+def run_plain(sd, app: str, body: dict, machine: str | None = None) -> dict:
+    sfn = sd.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=machine or sd.deploy_machine_arn(),
+                              name=f"{app}-{body['action']}-{time.monotonic_ns()}",
+                              input=json.dumps(body))["executionArn"]
+    while (d := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        time.sleep(0.5)
+    return d
+
+
+def test_stop_and_start_as_a_schedule_asks_twice_and_teardown_by_plain_input(sd, bundles, events):
+    app = unique("e2e-power")
+    key = f"{app}.zip"
+    upload(sd, bundles.make(app), key)
+    assert "succeeded" in [o["status"] for o in outputs(settle(sd, key))]
+    (inst,) = live_instances(sd, app)
+    stop = {"action": "stop", "bucket": BUCKET, "key": key}
+    # A scheduled run delivered twice: both converge on the same stopped instance.
+    runs = [run_plain(sd, app, stop) for _ in range(2)]
+    assert [r["status"] for r in runs] == ["SUCCEEDED", "SUCCEEDED"], runs
+    assert json.loads(runs[0]["output"])["changed"] == [inst["InstanceId"]]
+    (now,) = live_instances(sd, app)
+    assert (now["InstanceId"], now["State"]["Name"]) == (inst["InstanceId"], "stopped")
+    assert stack_record(sd, app)["status"]["S"] == "stopped"
+    run = run_plain(sd, app, {**stop, "action": "start"})
+    assert run["status"] == "SUCCEEDED", run
+    (now,) = live_instances(sd, app)
+    assert (now["InstanceId"], now["State"]["Name"]) == (inst["InstanceId"], "running")
+    kinds = [e["detail-type"] for e in events.drain() if e["detail"]["stack"] == f"{app}/hello"]
+    assert "Instance Stopped" in kinds and "Instance Started" in kinds, kinds
+
+    run = run_plain(sd, app, {**stop, "action": "teardown"})
+    assert run["status"] == "SUCCEEDED" and json.loads(run["output"])["status"] == "deleted", run
+    assert nothing(leftovers(sd, app))
+    # Start on a stack with nothing deployed changes nothing and says why.
+    run = run_plain(sd, app, {**stop, "action": "start"})
+    out = json.loads(run["output"])
+    assert (run["status"], out["status"]) == ("SUCCEEDED", "noop"), out
+    assert nothing(leftovers(sd, app))

@@ -556,6 +556,33 @@ pub async fn describe_instance(ec2: &Client, id: &str) -> Result<Option<Instance
     }
 }
 
+/// Starts (`start`) or stops these instances.
+pub async fn power(ec2: &Client, ids: &[String], start: bool) -> Result<(), Failure> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids = Some(ids.to_vec());
+    let res = if start {
+        ec2.start_instances()
+            .set_instance_ids(ids)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::aws("StartInstances", e))
+    } else {
+        ec2.stop_instances()
+            .set_instance_ids(ids)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::aws("StopInstances", e))
+    };
+    match res {
+        Err(f) if f.message.contains("IncorrectInstanceState") => Ok(()), // on its way already
+        other => other,
+    }
+}
+
 pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
     if ids.is_empty() {
         return Ok(());

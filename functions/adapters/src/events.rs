@@ -14,6 +14,9 @@ pub fn detail_type(action: OpAction, outcome: Outcome) -> Option<&'static str> {
         (OpAction::Deploy, Outcome::Failed) => Some("Stack Deploy Failed"),
         (OpAction::Teardown, Outcome::Deleted) => Some("Stack Deleted"),
         (OpAction::Teardown, Outcome::Failed) => Some("Stack Teardown Failed"),
+        (OpAction::Start, Outcome::Succeeded) => Some("Instance Started"),
+        (OpAction::Stop, Outcome::Succeeded) => Some("Instance Stopped"),
+        (OpAction::Start | OpAction::Stop, Outcome::Failed) => Some("Instance Power Failed"),
         _ => None,
     }
 }

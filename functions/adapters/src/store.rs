@@ -65,6 +65,9 @@ pub struct DeploymentRecord {
     /// Each attempt and the execution that ran it, oldest first.
     #[serde(default, deserialize_with = "json_strings")]
     pub attempts: Vec<Attempt>,
+    /// How many times provision started creating its resources.
+    #[serde(default)]
+    pub provisions: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -557,16 +560,42 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the deployment's resources as deleted.
-    pub async fn mark_cleaned(&self, stack_id: &str, deployment: &str) -> Result<(), Failure> {
+    /// Provision is about to create the deployment's resources (again, after a rollback and
+    /// a new attempt): its record must say they exist before they do. Bumps `provisions`.
+    pub async fn mark_provisioning(&self, stack_id: &str, deployment: &str) -> Result<(), Failure> {
         self.update(stack_id, &deployment_sk(deployment))
-            .update_expression("SET cleaned = :t")
-            .condition_expression("attribute_exists(sk)")
-            .expression_attribute_values(":t", Av::Bool(true))
+            .update_expression("SET cleaned = :f ADD provisions :one")
+            .expression_attribute_values(":f", Av::Bool(false))
+            .expression_attribute_values(":one", n(1))
             .send()
             .await
-            .map_err(|e| Failure::aws("DynamoDB UpdateItem (cleaned)", e))?;
+            .map_err(|e| Failure::aws("DynamoDB UpdateItem (provisioning)", e))?;
         Ok(())
+    }
+
+    /// Marks the deployment's resources as deleted, unless a provision started since
+    /// `provisions` was read (then false: what it creates is swept by a later cleanup).
+    pub async fn mark_cleaned(
+        &self,
+        stack_id: &str,
+        deployment: &str,
+        provisions: u64,
+    ) -> Result<bool, Failure> {
+        let res = self
+            .update(stack_id, &deployment_sk(deployment))
+            .update_expression("SET cleaned = :t")
+            .condition_expression(
+                "attribute_exists(sk) AND (attribute_not_exists(provisions) OR provisions = :p)",
+            )
+            .expression_attribute_values(":t", Av::Bool(true))
+            .expression_attribute_values(":p", n(provisions))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(e) => Err(Failure::aws("DynamoDB UpdateItem (cleaned)", e)),
+        }
     }
 
     pub async fn put_plan(

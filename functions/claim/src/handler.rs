@@ -38,6 +38,8 @@ pub async fn handle(
             next.status = Some(match op.action {
                 OpAction::Deploy => "deploying".into(),
                 OpAction::Teardown => "tearing-down".into(),
+                OpAction::Start => "starting".into(),
+                OpAction::Stop => "stopping".into(),
             });
             Ok(Change::Write(next, c))
         })
@@ -51,6 +53,8 @@ pub async fn handle(
             d.decision = match d.action {
                 OpAction::Deploy => Decision::Deploy,
                 OpAction::Teardown => Decision::Teardown,
+                OpAction::Start => Decision::Start,
+                OpAction::Stop => Decision::Stop,
             };
             let detail = format!("attempt {attempt} holds the stack ({})", d.owner);
             let store = clients.store();
@@ -93,6 +97,7 @@ pub async fn handle(
             d.reason = Some(match d.action {
                 OpAction::Deploy => "this version is the current one already".into(),
                 OpAction::Teardown => "the stack is deleted already".into(),
+                OpAction::Start | OpAction::Stop => "the stack has no current version".into(),
             });
         }
     }
@@ -103,5 +108,7 @@ fn what(action: OpAction) -> &'static str {
     match action {
         OpAction::Deploy => "deployment",
         OpAction::Teardown => "teardown",
+        OpAction::Start => "start",
+        OpAction::Stop => "stop",
     }
 }

@@ -28,6 +28,18 @@ pub const MAX_WAIT_SECONDS: u64 = 3600;
 pub enum OpAction {
     Deploy,
     Teardown,
+    /// Start the current version's instances (a schedule, the console).
+    Start,
+    /// Stop them.
+    Stop,
+}
+
+impl OpAction {
+    /// Start and stop act on the current version: they hold the stack while they run but are
+    /// no request for a version (they never become `desired`).
+    pub fn is_control(self) -> bool {
+        matches!(self, OpAction::Start | OpAction::Stop)
+    }
 }
 
 /// An operation asked for: deploy a bundle version, or tear the stack down.
@@ -201,10 +213,16 @@ pub enum Claim {
 
 /// Whether `owner` may run `op` now.
 pub fn claim(state: &StackState, owner: &str, op: &Op, now: u64) -> Claim {
-    match &state.desired {
-        Some(d) if d.id == op.id => {}
-        Some(d) => return Claim::Superseded { by: d.id.clone() },
-        None => return Claim::Superseded { by: String::new() },
+    if op.action.is_control() {
+        if state.current.is_none() {
+            return Claim::Noop;
+        }
+    } else {
+        match &state.desired {
+            Some(d) if d.id == op.id => {}
+            Some(d) => return Claim::Superseded { by: d.id.clone() },
+            None => return Claim::Superseded { by: String::new() },
+        }
     }
     if let Some(lease) = &state.lease {
         if lease.owner == owner && lease.op == op.id {
@@ -229,6 +247,7 @@ pub fn claim(state: &StackState, owner: &str, op: &Op, now: u64) -> Claim {
     let done = match op.action {
         OpAction::Deploy => state.current.as_deref() == Some(op.id.as_str()),
         OpAction::Teardown => state.current.is_none() && state.status.as_deref() == Some("deleted"),
+        OpAction::Start | OpAction::Stop => false,
     };
     if done {
         return Claim::Noop;
@@ -536,6 +555,33 @@ mod tests {
         assert_eq!(
             claim(&never_deployed, "e9", &op("t1"), 100),
             Claim::Take { attempt: 5 }
+        );
+    }
+
+    #[test]
+    fn start_and_stop_act_on_the_current_version_without_becoming_desired() {
+        let start = Op {
+            id: "start-k".into(),
+            action: OpAction::Start,
+            source: "b/k".into(),
+            version: None,
+        };
+        let s = state(Some("d1"), Some("d1"), None);
+        assert_eq!(claim(&s, "e1", &start, 100), Claim::Take { attempt: 5 });
+        let busy = state(Some("d2"), Some("d1"), lease("e0", "d2", 5, 700));
+        assert!(
+            matches!(claim(&busy, "e1", &start, 100), Claim::Busy { .. }),
+            "waits for a deploy"
+        );
+        let twice = state(Some("d1"), Some("d1"), lease("e0", "start-k", 5, 700));
+        assert_eq!(
+            claim(&twice, "e1", &start, 100),
+            Claim::Duplicate { of: "e0".into() }
+        );
+        assert_eq!(
+            claim(&state(Some("t1"), None, None), "e1", &start, 100),
+            Claim::Noop,
+            "nothing deployed"
         );
     }
 

@@ -19,6 +19,10 @@ pub enum Decision {
     Deploy,
     /// The lease is ours: tear the stack down.
     Teardown,
+    /// The lease is ours: start the current version's instances.
+    Start,
+    /// The lease is ours: stop them.
+    Stop,
     /// Another operation holds the stack: wait `wait` seconds and claim again.
     Wait,
     /// Another execution runs this same operation: this one yields.
@@ -157,6 +161,8 @@ pub enum FinishStep {
     Rollback,
     /// One round of removing what must go; `done` or the seconds to wait.
     Cleanup,
+    /// One round of starting (or stopping) the current version's instances.
+    Power,
     /// Record the result, release the stack, publish the event: the execution's output.
     Report,
 }
@@ -209,6 +215,9 @@ pub struct FinishProgress {
     /// Instances terminated so far (of other deployments, or of this one on rollback).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// Instances started or stopped so far (start, stop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
     /// The execution lost the stack's lease: nothing was touched.
     #[serde(default)]
     pub lease_lost: bool,
@@ -254,6 +263,9 @@ pub struct Summary {
     /// Instances terminated by this operation: the previous version's, or this one's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// Instances started or stopped by this operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     pub attempt: u64,

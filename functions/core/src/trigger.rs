@@ -10,6 +10,8 @@ use serde_json::Value;
 pub enum Action {
     Deploy,
     Teardown,
+    Start,
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,10 +124,12 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
     let action = match str_at(v, &["action"]) {
         None | Some("deploy") => Action::Deploy,
         Some("teardown") => Action::Teardown,
+        Some("start") => Action::Start,
+        Some("stop") => Action::Stop,
         Some(other) => {
             return Err(format!(
-                "unknown action {other:?} (expected \"deploy\" or \"teardown\")"
-            ))
+            "unknown action {other:?} (expected \"deploy\", \"teardown\", \"start\" or \"stop\")"
+        ))
         }
     };
     Ok(Trigger {
@@ -196,7 +200,7 @@ mod tests {
         assert_eq!(parse_trigger(&json!({"key":"k"})).unwrap_err(), "the input has no \"bucket\" (expected an S3 event or {\"bucket\",\"key\",\"versionId\"?,\"action\"?})");
         assert_eq!(
             parse_trigger(&json!({"bucket":"b","key":"k","action":"nuke"})).unwrap_err(),
-            "unknown action \"nuke\" (expected \"deploy\" or \"teardown\")"
+            "unknown action \"nuke\" (expected \"deploy\", \"teardown\", \"start\" or \"stop\")"
         );
         assert_eq!(
             parse_trigger(&json!({"Records":[]})).unwrap_err(),

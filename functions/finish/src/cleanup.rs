@@ -126,13 +126,9 @@ async fn apply(
     ec2::terminate(&clients.ec2, &plan.terminate).await?;
     let mut pending = false;
     for dep in &plan.delete_iam_and_template {
-        let names = store
-            .deployment(stack_id, dep)
-            .await?
-            .map(|r| r.names)
-            .unwrap_or_default();
-        for name in names {
-            let Ok(p) = store.plan(stack_id, dep, &name).await else {
+        let record = store.deployment(stack_id, dep).await?.unwrap_or_default();
+        for name in &record.names {
+            let Ok(p) = store.plan(stack_id, dep, name).await else {
                 continue;
             };
             iam::delete_role_and_profile(&clients.iam, &p).await?;
@@ -145,8 +141,12 @@ async fn apply(
                 }
             }
         }
-        if plan.delete_group.contains(dep) && !pending {
-            store.mark_cleaned(stack_id, dep).await?;
+        // A provision that started meanwhile (a straggler) leaves it for the next round.
+        if plan.delete_group.contains(dep)
+            && !pending
+            && !store.mark_cleaned(stack_id, dep, record.provisions).await?
+        {
+            pending = true;
         }
     }
     Ok(pending)

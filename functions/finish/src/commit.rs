@@ -9,6 +9,12 @@ use stackdrop_core::pipeline::{ExecutionState, FinishProgress, Outcome};
 /// desired one; a retry finds it current and goes on). Teardown: the stack stops being served.
 pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgress, Failure> {
     let d = &s.deployment;
+    if d.action.is_control() {
+        return Err(Failure::new(
+            Kind::InvalidInput,
+            "commit is for deploy and teardown",
+        ));
+    }
     let store = clients.store();
     let source = crate::source_text(d);
     let decided = store
@@ -17,10 +23,8 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
                 OpAction::Deploy => {
                     lifecycle::finish(state, &d.owner, d.attempt, &d.deployment, true)
                 }
-                OpAction::Teardown if lifecycle::holds(state, &d.owner, d.attempt) => {
-                    Finish::MakeCurrent
-                }
-                OpAction::Teardown => Finish::LeaseLost,
+                _ if lifecycle::holds(state, &d.owner, d.attempt) => Finish::MakeCurrent,
+                _ => Finish::LeaseLost,
             };
             if f != Finish::MakeCurrent {
                 return Ok(Change::Keep(f));
@@ -32,7 +36,7 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
                     next.current_source = Some(source.clone());
                     next.last_error = None;
                 }
-                OpAction::Teardown => {
+                _ => {
                     next.current = None;
                     next.current_source = None;
                 }
@@ -55,7 +59,7 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
             "current",
             "the deployment is current; retiring the previous version",
         ),
-        OpAction::Teardown => (
+        _ => (
             "tearing-down",
             "the stack is no longer served; removing everything",
         ),
@@ -73,7 +77,7 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
     Ok(FinishProgress {
         outcome: Some(match d.action {
             OpAction::Deploy => Outcome::Succeeded,
-            OpAction::Teardown => Outcome::Deleted,
+            _ => Outcome::Deleted,
         }),
         ..FinishProgress::default()
     })

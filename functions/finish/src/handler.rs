@@ -17,6 +17,7 @@ pub async fn handle(clients: &Clients, event: LambdaEvent<FinishInput>) -> Resul
             serde_json::to_value(crate::commit::rollback(clients, &state).await?)
         }
         FinishStep::Cleanup => serde_json::to_value(crate::cleanup::round(clients, &state).await?),
+        FinishStep::Power => serde_json::to_value(crate::power::round(clients, &state).await?),
         FinishStep::Report => serde_json::to_value(crate::report::report(clients, &state).await?),
     };
     out.map_err(|e| Failure::new(stackdrop_adapters::Kind::AwsError, e.to_string()))

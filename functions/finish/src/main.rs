@@ -3,6 +3,7 @@
 mod cleanup;
 mod commit;
 mod handler;
+mod power;
 mod report;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};

@@ -33,12 +33,18 @@ pub async fn report(clients: &Clients, s: &ExecutionState) -> Result<Summary, Fa
         Decision::Noop | Decision::Claim | Decision::Wait => Outcome::Noop,
         Decision::Duplicate => Outcome::Duplicate,
         Decision::Superseded => Outcome::Superseded,
-        Decision::Deploy | Decision::Teardown => progress.outcome.unwrap_or(Outcome::Failed),
+        Decision::Deploy | Decision::Teardown | Decision::Start | Decision::Stop => {
+            progress.outcome.unwrap_or(Outcome::Failed)
+        }
     };
     let error = s.error.as_ref().filter(|_| outcome == Outcome::Failed);
     let error_text = error.map(|e| format!("{}: {}", e.error, e.message()));
     let store = clients.store();
-    if matches!(d.decision, Decision::Deploy | Decision::Teardown) && !progress.lease_lost {
+    let held = matches!(
+        d.decision,
+        Decision::Deploy | Decision::Teardown | Decision::Start | Decision::Stop
+    );
+    if held && !progress.lease_lost {
         release(clients, s, outcome, error_text.as_deref()).await?;
     }
     if !d.stack_id.is_empty() && d.decision != Decision::Duplicate {
@@ -113,9 +119,10 @@ async fn release(
             }
             let mut next = state.clone();
             next.lease = None;
-            next.status = Some(match outcome {
-                Outcome::Deleted => "deleted".into(),
-                Outcome::Failed => "failed".into(),
+            next.status = Some(match (outcome, d.action) {
+                (Outcome::Deleted, _) => "deleted".into(),
+                (Outcome::Failed, _) => "failed".into(),
+                (Outcome::Succeeded, OpAction::Stop) => "stopped".into(),
                 _ if next.current.is_some() => "running".into(),
                 _ => "empty".into(),
             });
@@ -138,6 +145,7 @@ fn summarize(
         let what = match d.action {
             OpAction::Deploy => "the previous version (if any) keeps running; nothing of this attempt is left",
             OpAction::Teardown => "what was removed stays removed; the rest is as it was",
+            OpAction::Start | OpAction::Stop => "instances already started or stopped stay so",
         };
         format!("{e}. {what}. To retry, start a new execution with the same input (Step Functions console: New execution); a redrive only repeats this failure.")
     });
@@ -175,6 +183,7 @@ fn summarize(
         cause,
         reason: d.reason.clone(),
         removed: progress.removed.clone(),
+        changed: progress.changed.clone(),
         warning: progress.warning.clone(),
         attempt: d.attempt,
         duration_seconds: now_ms().saturating_sub(d.started_at) as f64 / 1000.0,

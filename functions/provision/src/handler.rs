@@ -14,6 +14,10 @@ pub async fn handle(
     let mut task = event.payload;
     let store = clients.store();
     let plan = store.task_plan(&task, true, now_s()).await?;
+    // Its record says the resources exist before they do: cleanup never misses them.
+    store
+        .mark_provisioning(&task.stack_id, &task.deployment)
+        .await?;
 
     let role = iam::ensure_role_and_profile(&clients.iam, &plan).await?;
     let log_group = logs::ensure_log_group(&clients.logs, &plan).await?;

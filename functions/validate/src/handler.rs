@@ -20,7 +20,9 @@ use std::sync::Arc;
 pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Deployment, Failure> {
     let trigger = parse_trigger(&event.payload).map_err(|e| Failure::new(Kind::InvalidInput, e))?;
     match trigger.action {
-        Action::Teardown => crate::teardown::resolve(clients, trigger).await,
+        Action::Teardown | Action::Start | Action::Stop => {
+            crate::teardown::resolve(clients, trigger).await
+        }
         Action::Deploy => deploy(clients, &event.context.invoked_function_arn, trigger).await,
     }
 }
@@ -299,6 +301,7 @@ async fn reject(clients: &Clients, source: &Source, rejected: Rejected) -> Failu
         cause: None,
         reason: None,
         removed: vec![],
+        changed: vec![],
         warning: None,
         attempt: 0,
         duration_seconds: 0.0,

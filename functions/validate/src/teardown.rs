@@ -1,16 +1,25 @@
 //! A teardown request (`aws s3 rm`, a delete marker, or `{"action":"teardown"}`): find the stack
 //! the key deployed and record the teardown as its desired operation, ordered like deploys by
-//! the key's version list (the delete marker is the newest entry).
+//! the key's version list (the delete marker is the newest entry). Start and stop
+//! (`{"action":"start"|"stop"}`, from a schedule or the console) find the stack the same way but
+//! are no request for a version: they act on the current one.
 
 use stackdrop_adapters::{now_ms, now_s, s3, Clients, Failure};
 use stackdrop_core::lifecycle::{self, Desire, OpAction};
 use stackdrop_core::naming;
 use stackdrop_core::pipeline::{Decision, Deployment};
 use stackdrop_core::plan::Source;
-use stackdrop_core::trigger::Trigger;
+use stackdrop_core::trigger::{Action, Trigger};
 
 pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, Failure> {
     let store = clients.store();
+    if let Some(verb) = match trigger.action {
+        Action::Start => Some(OpAction::Start),
+        Action::Stop => Some(OpAction::Stop),
+        _ => None,
+    } {
+        return control(clients, &trigger, verb).await;
+    }
     let mut key = trigger.key.clone();
     let mut stack = store.source_stack(&trigger.bucket, &key).await?;
     if stack.is_none() {
@@ -84,5 +93,72 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
         out.reason = Some(format!("a newer request ({by}) holds the stack"));
     }
     tracing::info!(stack = %stack_id, teardown = %out.deployment, decision = ?out.decision, "teardown requested");
+    Ok(out)
+}
+
+/// Start or stop: the stack the key deployed, and an operation id per key and verb (so two
+/// deliveries of one scheduled run meet at the claim, and one yields).
+async fn control(
+    clients: &Clients,
+    trigger: &Trigger,
+    verb: OpAction,
+) -> Result<Deployment, Failure> {
+    let store = clients.store();
+    let mut stack = store.source_stack(&trigger.bucket, &trigger.key).await?;
+    let mut key = trigger.key.clone();
+    if let (None, Some(alt)) = (&stack, &trigger.alternate_key) {
+        stack = store.source_stack(&trigger.bucket, alt).await?;
+        key = alt.clone();
+    }
+    let word = if verb == OpAction::Start {
+        "start"
+    } else {
+        "stop"
+    };
+    let stack_id = stack.clone().unwrap_or_default();
+    let (app, name) = stack_id.split_once('/').unwrap_or_default();
+    let mut out = Deployment {
+        stack_id: stack_id.clone(),
+        app: app.into(),
+        stack: name.into(),
+        deployment: format!(
+            "{word}-{}",
+            &naming::deployment_id(&trigger.bucket, &key, None)[2..]
+        ),
+        action: verb,
+        source: Source {
+            bucket: trigger.bucket.clone(),
+            key,
+            version_id: None,
+        },
+        decision: Decision::Claim,
+        instances: vec![],
+        started_at: now_ms(),
+        deadline: now_s() + clients.settings.deadline_seconds,
+        owner: String::new(),
+        attempt: 0,
+        wait: 0,
+        waited: 0,
+        reason: None,
+    };
+    if stack.is_none() {
+        out.decision = Decision::Noop;
+        out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
+        return Ok(out);
+    }
+    let source = crate::handler::source_text(&out.source);
+    store
+        .start_deployment(&stack_id, &out.deployment, &source, &[], out.started_at)
+        .await?;
+    store
+        .record_step(
+            &stack_id,
+            &out.deployment,
+            "requested",
+            word,
+            &format!("{word} requested for {source}"),
+            now_ms(),
+        )
+        .await?;
     Ok(out)
 }
