@@ -144,7 +144,7 @@ def run_seeds(sd, seeds: list[int], parallel: int = 1, faults: str = FAULTS, log
         try:
             r = one_run(sd, seed)
             r["ok"] = True
-        except AssertionError as e:
+        except (AssertionError, TimeoutError) as e:
             r = {"seed": seed, "ok": False, "why": str(e)}
         log(json.dumps(r))
         return r

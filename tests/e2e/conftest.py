@@ -121,7 +121,11 @@ def settle(sd, key: str, timeout: float = 240) -> list[dict]:
         if quiet >= 4:
             return [sfn.describe_execution(executionArn=r["executionArn"]) for r in runs]
         time.sleep(1)
-    raise TimeoutError(f"executions for {key} did not settle within {timeout:.0f}s")
+    stuck = []
+    for r in running:
+        events = sfn.get_execution_history(executionArn=r["executionArn"], reverseOrder=True, maxResults=3)["events"]
+        stuck.append(f"{r['name']} at {[e['type'] + ':' + str(e.get('stateEnteredEventDetails', {}).get('name', '')) for e in events]}")
+    raise TimeoutError(f"executions for {key} did not settle within {timeout:.0f}s: {stuck}")
 
 
 def outputs(executions: list[dict]) -> list[dict]:

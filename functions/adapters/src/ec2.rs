@@ -594,6 +594,13 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<(), Failure> {
         .await
     {
         Ok(_) => Ok(()),
+        // One id EC2 does not know (yet, or any more) fails the whole call: ask one by one.
+        Err(e) if e.code() == Some("InvalidInstanceID.NotFound") && ids.len() > 1 => {
+            for id in ids {
+                Box::pin(terminate(ec2, std::slice::from_ref(id))).await?;
+            }
+            Ok(())
+        }
         Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
         Err(e) => Err(Failure::aws("TerminateInstances", e)),
     }

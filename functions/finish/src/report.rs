@@ -48,35 +48,9 @@ pub async fn report(clients: &Clients, s: &ExecutionState) -> Result<Summary, Fa
         release(clients, s, outcome, error_text.as_deref()).await?;
     }
     if !d.stack_id.is_empty() && d.decision != Decision::Duplicate {
-        let status = status_word(outcome);
-        if store
-            .deployment(&d.stack_id, &d.deployment)
-            .await?
-            .is_some()
-        {
-            store
-                .finish_deployment(
-                    &d.stack_id,
-                    &d.deployment,
-                    status,
-                    error_text.as_deref(),
-                    now_ms(),
-                )
-                .await?;
-            let detail = error_text
-                .clone()
-                .or_else(|| d.reason.clone())
-                .unwrap_or_else(|| status.to_string());
-            store
-                .record_step(
-                    &d.stack_id,
-                    &d.deployment,
-                    status,
-                    "report",
-                    &detail,
-                    now_ms(),
-                )
-                .await?;
+        // The operation's own history: best effort (the lease is released already).
+        if let Err(e) = record(&store, s, outcome, error_text.as_deref()).await {
+            tracing::warn!(error = %e, "could not record the outcome in the operation's history");
         }
     }
     let summary = summarize(s, outcome, error_text, &progress);
@@ -86,6 +60,40 @@ pub async fn report(clients: &Clients, s: &ExecutionState) -> Result<Summary, Fa
     }
     tracing::info!(stack = %summary.stack, status = ?summary.status, "finished");
     Ok(summary)
+}
+
+async fn record(
+    store: &stackdrop_adapters::store::Store,
+    s: &ExecutionState,
+    outcome: Outcome,
+    error: Option<&str>,
+) -> Result<(), Failure> {
+    let d = &s.deployment;
+    let status = status_word(outcome);
+    if store
+        .deployment(&d.stack_id, &d.deployment)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    store
+        .finish_deployment(&d.stack_id, &d.deployment, status, error, now_ms())
+        .await?;
+    let detail = error
+        .map(String::from)
+        .or_else(|| d.reason.clone())
+        .unwrap_or_else(|| status.to_string());
+    store
+        .record_step(
+            &d.stack_id,
+            &d.deployment,
+            status,
+            "report",
+            &detail,
+            now_ms(),
+        )
+        .await
 }
 
 fn status_word(outcome: Outcome) -> &'static str {
