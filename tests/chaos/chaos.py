@@ -31,23 +31,28 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "infra" / "local"))
 
-from conftest import BUCKET, Bundles, leftovers, live_instances, settle, tags_of  # noqa: E402
+from conftest import BUCKET, Bundles, leftovers, live_instances, settle, stack_record, tags_of  # noqa: E402
 
 FAULTS = "duplicate=0.3,lambda_timeout=0.1,throttle=0.05,error=0.02,delay=0.05"
 ALLOWED_FAILURES = {"BundleNotFound"}
 
 
 class Sampler(threading.Thread):
+    """Twice a second, per stack: its current deployment in the state store (read first), then
+    how many of its instances EC2 shows running. A current deployment with none running is a gap
+    (an update retires the old version only once the new one runs)."""
+
     def __init__(self, sd, apps):
         super().__init__(daemon=True)
         self.sd, self.apps, self.stop = sd, apps, threading.Event()
-        self.timeline: dict[str, list[tuple[float, int]]] = {a: [] for a in apps}
+        self.timeline: dict[str, list[tuple[float, str | None, int]]] = {a: [] for a in apps}
 
     def run(self):
         while not self.stop.is_set():
             for app in self.apps:
+                current = stack_record(self.sd, app).get("current", {}).get("S")
                 n = len(live_instances(self.sd, app, ["running"]))
-                self.timeline[app].append((time.monotonic(), n))
+                self.timeline[app].append((time.monotonic(), current, n))
             time.sleep(0.5)
 
 
@@ -87,7 +92,7 @@ def one_run(sd, seed: int, stacks: int = 2, actions: int = 5) -> dict:
     for app in apps:
         problems += check_stack(sd, app, runs[app], sampler.timeline[app], first_delete.get(app))
     if problems:
-        raise AssertionError(f"seed {seed}: " + "; ".join(problems))
+        raise AssertionError(f"seed {seed}: " + "; ".join(problems) + f" (actions: {done})")
     return {"seed": seed, "seconds": round(time.monotonic() - t0, 1), "actions": done,
             "executions": sum(len(r) for r in runs.values())}
 
@@ -116,14 +121,11 @@ def check_stack(sd, app, runs, timeline, deleted_at) -> list[str]:
             for kind in ("roles", "profiles", "templates", "groups"):
                 if len(left[kind]) != 1 or dep not in left[kind][0]:
                     problems.append(f"{app}: {kind} {left[kind]} (want exactly those of {dep})")
-    seen_up = False
-    for at, n in timeline:
+    for at, current, n in timeline:
         if deleted_at is not None and at >= deleted_at:
             break
-        if n:
-            seen_up = True
-        elif seen_up:
-            problems.append(f"{app}: no running instance at +{at - timeline[0][0]:.1f}s during an update")
+        if current and not n:
+            problems.append(f"{app}: {current} was current with no running instance at +{at - timeline[0][0]:.1f}s")
             break
     return problems
 
