@@ -54,6 +54,15 @@ test-rust: venv ## unit, property and CLI tests of the Rust workspace (the store
 iam-actions: $(NPM_STAMP) ## regenerate functions/core/data/iam-actions.txt (IAM's actions) from npm
 	node functions/core/data/generate-iam-actions.mjs "$(NPM_PREFIX)" functions/core/data/iam-actions.txt
 
+# The IANA time zone names the validator embeds, from this machine's tzdata (Debian's tzdata
+# package installs /usr/share/zoneinfo/tzdata.zi; building needs only the committed list). To
+# refresh: `apt-get install --only-upgrade tzdata`, then
+#   make time-zones && cargo test -p stackdrop-core && make schema
+.PHONY: time-zones
+TZDATA_ZI ?= /usr/share/zoneinfo/tzdata.zi
+time-zones: ## regenerate functions/core/data/time-zones.txt (IANA zone names) from tzdata
+	sh functions/core/data/generate-time-zones.sh "$(TZDATA_ZI)" functions/core/data/time-zones.txt
+
 schema: ## regenerate schema/*.schema.json from the config types
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema stack > schema/stack.schema.json
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema app > schema/app.schema.json

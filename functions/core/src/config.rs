@@ -7,6 +7,7 @@
 use crate::iam_actions;
 use crate::naming;
 use crate::problem::{join, Problem};
+use crate::schedule::{self, Schedule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -27,6 +28,7 @@ pub const INSTANCE_FIELDS: &[&str] = &[
     "environment",
     "permissions",
     "waitForTermination",
+    "schedule",
 ];
 pub const PERMISSION_FIELDS: &[&str] = &["effect", "actions", "resources"];
 
@@ -94,6 +96,9 @@ pub struct Instance {
     pub environment: Vec<(String, String)>,
     pub permissions: Vec<Permission>,
     pub wait_for_termination: bool,
+    /// When to start and stop the instance (EventBridge Scheduler), if at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 impl Instance {
@@ -769,6 +774,10 @@ fn check_instance(
         None => Some(true),
         Some(v) => c.boolean(v, &at("waitForTermination")),
     };
+    let schedule = match m.get("schedule") {
+        None => Some(None),
+        Some(v) => check_schedule(c, v, &at("schedule")).map(Some),
+    };
     if !(command_ok && env_ok && perms_ok) {
         return None;
     }
@@ -783,6 +792,7 @@ fn check_instance(
         environment,
         permissions,
         wait_for_termination: wait_for_termination?,
+        schedule: schedule?,
     })
 }
 
@@ -818,6 +828,46 @@ fn check_permission(c: &mut Checker, v: &Value, ptr: &str) -> Option<Permission>
         effect: effect?,
         actions: actions?,
         resources: resources?,
+    })
+}
+
+/// `schedule`: walks the object; the rules (expressions, time zones) and their tests are in
+/// [`crate::schedule`].
+fn check_schedule(c: &mut Checker, v: &Value, ptr: &str) -> Option<Schedule> {
+    let m = c.object(v, ptr)?;
+    let before = c.problems.len();
+    c.unknown_fields(m, ptr, schedule::FIELDS, &[]);
+    if m.is_empty() {
+        c.push(ptr, schedule::EMPTY);
+    } else if !m.contains_key("start") && !m.contains_key("stop") && c.problems.len() == before {
+        c.push(ptr, schedule::NOTHING);
+    }
+    let expression = |c: &mut Checker, field: &str| -> Option<String> {
+        let at = join(ptr, field);
+        let s = c.string(m.get(field)?, &at)?;
+        c.rule(&at, schedule::check_expression(s))
+            .map(|()| s.to_string())
+    };
+    let start = expression(c, "start");
+    let stop = expression(c, "stop");
+    if let (Some(a), Some(b)) = (&start, &stop) {
+        c.rule(&join(ptr, "stop"), schedule::check_start_stop(a, b));
+    }
+    let timezone = match m.get("timezone") {
+        None => Some(schedule::DEFAULT_TIMEZONE.to_string()),
+        Some(v) => {
+            let at = join(ptr, "timezone");
+            c.string(v, &at).and_then(|s| {
+                c.rule(&at, schedule::check_timezone(s))
+                    .map(|()| s.to_string())
+            })
+        }
+    };
+    let timezone = timezone?;
+    (c.problems.len() == before).then_some(Schedule {
+        start,
+        stop,
+        timezone,
     })
 }
 

@@ -7,6 +7,8 @@
 //! - [`iam_actions`]: IAM's action catalogue (generated, embedded): is `s3:GetObject` an action?
 //! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
 //! - [`plan`]: everything the pipeline creates for a bundle version.
+//! - [`schedule`]: per-instance schedules: EventBridge Scheduler's expressions and IANA time
+//!   zones (generated list, embedded), checked offline.
 //! - [`userdata`]: the bootstrap script each instance runs.
 
 pub mod bundle;
@@ -17,6 +19,7 @@ pub mod naming;
 pub mod pipeline;
 pub mod plan;
 pub mod problem;
+pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod trigger;

@@ -14,6 +14,9 @@ const USER: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
 const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 const ACTION: &str = r"^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?-]+)$";
 const RESOURCE: &str = r"^(\*|arn:[^:\s]+:[^:\s]+:[^:\s]*:[^:\s]*:\S+)$";
+/// The shape of a schedule expression; [`crate::schedule`] checks the rest (cron's fields, the
+/// `?` rule, real dates).
+const SCHEDULE_EXPRESSION: &str = r"^(cron\([^()]+\)|rate\((0*1 (minute|hour|day)|0*([2-9]|[1-9][0-9]+) (minutes|hours|days))\)|at\([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\))$";
 
 /// app.json: the application a stack belongs to.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -101,6 +104,37 @@ pub struct InstanceSpec {
     /// Wait until the instance is terminated when tearing down. Default true.
     #[serde(rename = "waitForTermination", default = "default_true")]
     pub wait_for_termination: bool,
+    /// Start and stop the instance on a schedule (EventBridge Scheduler, set up by the deploy).
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+}
+
+/// When EventBridge Scheduler starts and stops the instance: "start", "stop" or both.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{ "required": ["start"] }, { "required": ["stop"] }]))]
+pub struct ScheduleSpec {
+    /// When to start the instance: cron(minutes hours day-of-month month day-of-week year),
+    /// rate(value unit) or at(yyyy-mm-ddThh:mm:ss), e.g. cron(0 7 ? * MON-FRI *).
+    #[serde(default)]
+    #[schemars(regex(pattern = SCHEDULE_EXPRESSION), length(max = 256))]
+    pub start: Option<String>,
+    /// When to stop the instance, e.g. cron(0 19 ? * MON-FRI *).
+    #[serde(default)]
+    #[schemars(regex(pattern = SCHEDULE_EXPRESSION), length(max = 256))]
+    pub stop: Option<String>,
+    /// The IANA time zone the expressions are evaluated in, e.g. Europe/Amsterdam. Default UTC.
+    #[serde(default = "default_timezone")]
+    #[schemars(schema_with = "time_zone_schema")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    crate::schedule::DEFAULT_TIMEZONE.to_string()
+}
+
+fn time_zone_schema(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "type": "string", "enum": crate::schedule::time_zones() })
 }
 
 fn default_user() -> String {
@@ -210,6 +244,14 @@ mod tests {
             properties(&stack, Some("PermissionSpec")),
             sorted(config::PERMISSION_FIELDS)
         );
+        assert_eq!(
+            properties(&stack, Some("ScheduleSpec")),
+            sorted(crate::schedule::FIELDS)
+        );
+        assert_eq!(
+            stack["$defs"]["ScheduleSpec"]["additionalProperties"],
+            Value::Bool(false)
+        );
         assert_eq!(stack["additionalProperties"], Value::Bool(false));
         assert_eq!(
             stack["$defs"]["InstanceSpec"]["additionalProperties"],
@@ -232,6 +274,46 @@ mod tests {
             .collect();
         req.sort();
         assert_eq!(req, vec!["code", "image", "type"]);
+        let schedule = &stack["$defs"]["ScheduleSpec"];
+        assert_eq!(
+            schedule["properties"]["timezone"]["default"],
+            crate::schedule::DEFAULT_TIMEZONE
+        );
+        // Empty, or a time zone alone, is an error in both.
+        assert_eq!(
+            schedule["anyOf"],
+            serde_json::json!([{ "required": ["start"] }, { "required": ["stop"] }])
+        );
+    }
+
+    #[test]
+    fn schema_time_zones_are_the_validators() {
+        let stack = stack_schema().to_value();
+        let zones = &stack["$defs"]["ScheduleSpec"]["properties"]["timezone"]["enum"];
+        let zones: Vec<&str> = zones
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(zones, crate::schedule::time_zones());
+    }
+
+    #[test]
+    fn committed_schemas_are_current() {
+        // The CLI's tests check the same through `stackdrop schema`; this one runs with the core
+        // crate alone. Regenerate with `make schema`.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for (file, schema) in [
+            ("schema/stack.schema.json", stack_schema()),
+            ("schema/app.schema.json", app_schema()),
+        ] {
+            let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+            assert!(
+                committed == to_pretty(&schema),
+                "{file} is stale: run `make schema`"
+            );
+        }
     }
 
     #[test]
@@ -242,5 +324,8 @@ mod tests {
         assert_eq!(inst["type"]["pattern"], INSTANCE_TYPE);
         assert_eq!(inst["image"]["pattern"], IMAGE);
         assert_eq!(inst["user"]["pattern"], USER);
+        let schedule = &stack["$defs"]["ScheduleSpec"]["properties"];
+        assert_eq!(schedule["start"]["pattern"], SCHEDULE_EXPRESSION);
+        assert_eq!(schedule["stop"]["pattern"], SCHEDULE_EXPRESSION);
     }
 }
