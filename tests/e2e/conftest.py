@@ -84,14 +84,17 @@ def leftovers(sd, app: str) -> dict[str, list[str]]:
     """Everything of the app in AWS but log groups: what a teardown must leave empty."""
     iam, ec2 = sd.client("iam"), sd.client("ec2")
 
-    def every(client, op, field, **kw):  # all pages: moto pages launch templates by 15
+    def every(client, op, field, **kw):  # all pages
         return client.get_paginator(op).paginate(**kw).build_full_result()[field]
 
     return {
         "instances": [i["InstanceId"] for i in live_instances(sd, app, LIVE + ["shutting-down"])],
         "roles": [r["RoleName"] for r in every(iam, "list_roles", "Roles", PathPrefix="/stackdrop/") if r["RoleName"].startswith(app)],
         "profiles": [p["InstanceProfileName"] for p in every(iam, "list_instance_profiles", "InstanceProfiles") if p["InstanceProfileName"].startswith(app)],
-        "templates": [t["LaunchTemplateName"] for t in every(ec2, "describe_launch_templates", "LaunchTemplates") if t["LaunchTemplateName"].startswith(app)],
+        # moto cuts DescribeLaunchTemplates at MaxResults (15 by default) and gives no NextToken.
+        "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
+            MaxResults=200, Filters=[{"Name": "tag:stackdrop:app", "Values": [app]}])["LaunchTemplates"]
+            if t["LaunchTemplateName"].startswith(app)],
         "groups": [g["GroupName"] for g in every(ec2, "describe_security_groups", "SecurityGroups") if g["GroupName"].startswith(app)],
     }
 
