@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -167,6 +168,8 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "chaos.jsonl"))
     a = p.parse_args()
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    # SIGTERM (a timeout, CI) stops the local environment too: the `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     sd = Stackdrop(port=0, lambda_port=0, quiet=True).start()
     try:
