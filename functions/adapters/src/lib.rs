@@ -100,6 +100,24 @@ pub fn init_logging() {
     lambda_runtime::tracing::init_default_subscriber();
 }
 
+/// Every function's `main`: logging, the clients built once per cold start, then the handler
+/// for each event; a [`Failure`] reaches Step Functions as its stable error name.
+pub async fn serve<E, O, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    O: serde::Serialize + Send + 'static,
+    F: Fn(&'static Clients, lambda_runtime::LambdaEvent<E>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<O, Failure>> + Send,
+{
+    init_logging();
+    // Lives as long as the process, like the runtime loop that uses it.
+    let clients: &'static Clients = Box::leak(Box::new(Clients::load().await));
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler(clients, event)
+    }))
+    .await
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,16 +2,9 @@
 
 mod handler;
 
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use stackdrop_adapters::Clients;
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    stackdrop_adapters::init_logging();
-    let clients = Clients::load().await;
-    let clients = &clients;
-    run(service_fn(move |event: LambdaEvent<_>| {
-        handler::handle(clients, event)
-    }))
-    .await
+    stackdrop_adapters::serve(handler::handle).await
 }

@@ -75,6 +75,37 @@ fn deploy_action() -> OpAction {
 }
 
 impl Deployment {
+    /// A request, validated, about to claim its stack (`stack_id` is `app/stack`, or empty
+    /// when no stack is known).
+    pub fn requested(
+        stack_id: &str,
+        deployment: String,
+        action: OpAction,
+        source: Source,
+        instances: Vec<String>,
+        started_at: u64,
+        deadline: u64,
+    ) -> Deployment {
+        let (app, stack) = stack_id.split_once('/').unwrap_or_default();
+        Deployment {
+            stack_id: stack_id.into(),
+            app: app.into(),
+            stack: stack.into(),
+            deployment,
+            action,
+            source,
+            decision: Decision::Claim,
+            instances,
+            started_at,
+            deadline,
+            owner: String::new(),
+            attempt: 0,
+            wait: 0,
+            waited: 0,
+            reason: None,
+        }
+    }
+
     /// The operation as the state store orders it.
     pub fn op(&self) -> Op {
         Op {

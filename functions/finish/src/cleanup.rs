@@ -16,12 +16,7 @@ pub async fn round(clients: &Clients, s: &ExecutionState) -> Result<FinishProgre
         return Ok(progress);
     }
     let store = clients.store();
-    if let Err(e) = store.hold(&d.stack_id, &d.owner, d.attempt, now_s()).await {
-        if e.kind != Kind::LeaseLost {
-            return Err(e);
-        }
-        progress.lease_lost = true;
-        progress.done = true;
+    if !crate::still_holds(clients, d, &mut progress).await? {
         return Ok(progress);
     }
     let state = store.stack(&d.stack_id).await?.unwrap_or_default();

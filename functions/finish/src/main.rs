@@ -6,9 +6,35 @@ mod handler;
 mod power;
 mod report;
 
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use stackdrop_adapters::Clients;
+use lambda_runtime::Error;
 use stackdrop_core::pipeline::Deployment;
+
+/// Whether the execution still holds the stack (renewing it); if not, `progress` says the
+/// lease was lost and that this step is done, having touched nothing.
+pub async fn still_holds(
+    clients: &stackdrop_adapters::Clients,
+    d: &Deployment,
+    progress: &mut stackdrop_core::pipeline::FinishProgress,
+) -> Result<bool, stackdrop_adapters::Failure> {
+    let held = clients
+        .store()
+        .hold(
+            &d.stack_id,
+            &d.owner,
+            d.attempt,
+            stackdrop_adapters::now_s(),
+        )
+        .await;
+    match held {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind == stackdrop_adapters::Kind::LeaseLost => {
+            progress.lease_lost = true;
+            progress.done = true;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// The operation's bundle, for people.
 pub fn source_text(d: &Deployment) -> String {
@@ -25,11 +51,5 @@ pub fn source_text(d: &Deployment) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    stackdrop_adapters::init_logging();
-    let clients = Clients::load().await;
-    let clients = &clients;
-    run(service_fn(move |event: LambdaEvent<_>| {
-        handler::handle(clients, event)
-    }))
-    .await
+    stackdrop_adapters::serve(handler::handle).await
 }

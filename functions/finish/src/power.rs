@@ -2,7 +2,7 @@
 //! is `running` (or `stopped`). Run twice, or delivered twice by a schedule, it changes nothing
 //! more: only instances not yet on their way are asked.
 
-use stackdrop_adapters::{ec2, now_s, Clients, Failure, Kind};
+use stackdrop_adapters::{ec2, now_s, Clients, Failure};
 use stackdrop_core::lifecycle::OpAction;
 use stackdrop_core::pipeline::{ExecutionState, FinishProgress, Outcome};
 
@@ -12,12 +12,7 @@ pub async fn round(clients: &Clients, s: &ExecutionState) -> Result<FinishProgre
     progress.rounds += 1;
     progress.outcome = Some(Outcome::Succeeded);
     let store = clients.store();
-    if let Err(e) = store.hold(&d.stack_id, &d.owner, d.attempt, now_s()).await {
-        if e.kind != Kind::LeaseLost {
-            return Err(e);
-        }
-        progress.lease_lost = true;
-        progress.done = true;
+    if !crate::still_holds(clients, d, &mut progress).await? {
         progress.outcome = Some(Outcome::Failed);
         return Ok(progress);
     }

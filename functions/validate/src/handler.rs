@@ -57,23 +57,15 @@ async fn deploy(
         Err(rejected) => return Err(reject(clients, &source, rejected).await),
     };
     let id = stack_id(&plan.app, &plan.stack);
-    let mut out = Deployment {
-        stack_id: id.clone(),
-        app: plan.app.clone(),
-        stack: plan.stack.clone(),
-        deployment: plan.deployment.clone(),
-        action: OpAction::Deploy,
-        source: source.clone(),
-        decision: Decision::Claim,
-        instances: plan.instances.iter().map(|i| i.name.clone()).collect(),
-        started_at: now_ms(),
-        deadline: now_s() + clients.settings.deadline_seconds,
-        owner: String::new(),
-        attempt: 0,
-        wait: 0,
-        waited: 0,
-        reason: None,
-    };
+    let mut out = Deployment::requested(
+        &id,
+        plan.deployment.clone(),
+        OpAction::Deploy,
+        source.clone(),
+        plan.instances.iter().map(|i| i.name.clone()).collect(),
+        now_ms(),
+        now_s() + clients.settings.deadline_seconds,
+    );
     // A newer version is in the bucket already: this event arrived late. Record nothing.
     if let Some(version) = &source.version_id {
         let entries = s3::versions(&clients.s3, &source.bucket, &source.key).await?;

@@ -42,28 +42,20 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
         .or_else(|| latest.map(|e| e.version_id.clone()));
     let id = naming::teardown_id(&trigger.bucket, &key, version.as_deref());
     let stack_id = stack.clone().unwrap_or_default();
-    let (app, name) = stack_id.split_once('/').unwrap_or_default();
-    let mut out = Deployment {
-        stack_id: stack_id.clone(),
-        app: app.into(),
-        stack: name.into(),
-        deployment: id,
-        action: OpAction::Teardown,
-        source: Source {
+    let deadline = now_s() + clients.settings.deadline_seconds;
+    let mut out = Deployment::requested(
+        &stack_id,
+        id,
+        OpAction::Teardown,
+        Source {
             bucket: trigger.bucket.clone(),
             key,
             version_id: version,
         },
-        decision: Decision::Claim,
-        instances: vec![],
-        started_at: now_ms(),
-        deadline: now_s() + clients.settings.deadline_seconds,
-        owner: String::new(),
-        attempt: 0,
-        wait: 0,
-        waited: 0,
-        reason: None,
-    };
+        vec![],
+        now_ms(),
+        deadline,
+    );
     if stack.is_none() {
         out.decision = Decision::Noop;
         out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
@@ -74,20 +66,7 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
         out.reason = Some(format!("{} still has a current version ({current}): an old version or a delete marker was removed, the stack stays", out.source.uri()));
         return Ok(out);
     }
-    let source = crate::handler::source_text(&out.source);
-    store
-        .start_deployment(&stack_id, &out.deployment, &source, &[], out.started_at)
-        .await?;
-    store
-        .record_step(
-            &stack_id,
-            &out.deployment,
-            "requested",
-            "teardown",
-            &format!("teardown requested by {source}"),
-            now_ms(),
-        )
-        .await?;
+    record_request(clients, &out, "teardown").await?;
     if let Desire::Superseded { by } = crate::desire::record(clients, &stack_id, &out.op()).await? {
         out.decision = Decision::Superseded;
         out.reason = Some(format!("a newer request ({by}) holds the stack"));
@@ -116,49 +95,48 @@ async fn control(
         "stop"
     };
     let stack_id = stack.clone().unwrap_or_default();
-    let (app, name) = stack_id.split_once('/').unwrap_or_default();
-    let mut out = Deployment {
-        stack_id: stack_id.clone(),
-        app: app.into(),
-        stack: name.into(),
-        deployment: format!(
+    let deadline = now_s() + clients.settings.deadline_seconds;
+    let mut out = Deployment::requested(
+        &stack_id,
+        format!(
             "{word}-{}",
             &naming::deployment_id(&trigger.bucket, &key, None)[2..]
         ),
-        action: verb,
-        source: Source {
+        verb,
+        Source {
             bucket: trigger.bucket.clone(),
             key,
             version_id: None,
         },
-        decision: Decision::Claim,
-        instances: vec![],
-        started_at: now_ms(),
-        deadline: now_s() + clients.settings.deadline_seconds,
-        owner: String::new(),
-        attempt: 0,
-        wait: 0,
-        waited: 0,
-        reason: None,
-    };
+        vec![],
+        now_ms(),
+        deadline,
+    );
     if stack.is_none() {
         out.decision = Decision::Noop;
         out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
         return Ok(out);
     }
+    record_request(clients, &out, word).await?;
+    Ok(out)
+}
+
+/// The request's record in the stack's history (once per operation id; later ones add steps).
+async fn record_request(clients: &Clients, out: &Deployment, step: &str) -> Result<(), Failure> {
+    let store = clients.store();
     let source = crate::handler::source_text(&out.source);
     store
-        .start_deployment(&stack_id, &out.deployment, &source, &[], out.started_at)
+        .start_deployment(&out.stack_id, &out.deployment, &source, &[], out.started_at)
         .await?;
+    let detail = format!("{step} requested for {source}");
     store
         .record_step(
-            &stack_id,
+            &out.stack_id,
             &out.deployment,
             "requested",
-            word,
-            &format!("{word} requested for {source}"),
+            step,
+            &detail,
             now_ms(),
         )
-        .await?;
-    Ok(out)
+        .await
 }
