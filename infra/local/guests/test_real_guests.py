@@ -69,7 +69,11 @@ def sh(guest, script: str) -> str:
 
 
 def unit_active(guest) -> bool:
-    return guest.running and guest.pid1() is not None and \
+    """The guest has finished booting (its user data runner included) and ud-test runs."""
+    if not guest.running or guest.pid1() is None:
+        return False
+    boot = guest.run(["systemctl", "is-system-running", "--wait"], timeout=120).stdout.strip()
+    return boot in ("running", "degraded") and \
         guest.run(["systemctl", "is-active", "ud-test.service"]).stdout.strip() == "active"
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/local: stackdrop_local
 
-from guests import manager, network  # noqa: E402
+from guests import manager, network, nspawn  # noqa: E402
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 
@@ -60,3 +61,44 @@ class HostAddressWatch:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def nspawn_processes(under: str) -> list[str]:
+    """systemd-nspawn processes booting a directory below ``under``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith("systemd-nspawn") and any(under in a for a in argv):
+            found.append(f"pid {pid}: {' '.join(argv)}")
+    return found
+
+
+def leftovers(slot: network.Slot, run_dir: str) -> list[str]:
+    """Everything of a slot that should be gone once its environment has stopped."""
+    out = []
+    for link in (slot.bridge, slot.veth_bridge, slot.veth_netns):
+        if network.link_exists(link):
+            out.append(f"link {link}")
+    if network.netns_exists(slot.netns):
+        out.append(f"netns {slot.netns}")
+    out += [f"mount {m}" for m in nspawn.mounts_under(run_dir)]
+    out += nspawn_processes(run_dir)
+    for h in nspawn.CGROUP_HIERARCHIES:
+        p = os.path.join(nspawn.CGROUP_ROOT, h, f"stackdrop-guests/slot{slot.index}")
+        if os.path.exists(p):
+            out.append(f"cgroup {p}")
+    if os.path.exists(run_dir):
+        out.append(f"folder {run_dir}")
+    if network.host_has_address(network.IMDS_ADDRESS):
+        out.append(f"{network.IMDS_ADDRESS} in the host namespace")
+    return out
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                         text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
