@@ -8,13 +8,13 @@
 #            by infra/local/guests/mirror.py; no mirror address is written in the project),
 #            GUEST_TEST_DEPS (rootfs when this is Linux and we are root, else empty).
 #
-# The stamp's name carries a hash of the recipe (rootfs/ folder and this file): the root
+# The stamp's name carries a hash of the recipe (the infra/local/guests/rootfs/ folder): the root
 # filesystem is rebuilt only when its recipe changes, or when it is gone.
 
 GUEST_MK_ROOT := $(patsubst %/,%,$(dir $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))))
 GUEST_RECIPE  := $(GUEST_MK_ROOT)/infra/local/guests/rootfs
 GUEST_ROOTFS  ?= $(GUEST_MK_ROOT)/.local/guest/rootfs
-GUEST_HASH    := $(shell cd "$(GUEST_MK_ROOT)" && find infra/local/guests/rootfs mk/guest.mk -type f 2>/dev/null | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
+GUEST_HASH    := $(shell cd "$(GUEST_MK_ROOT)" && find infra/local/guests/rootfs -type f 2>/dev/null | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
 GUEST_STAMP   := $(GUEST_ROOTFS)/etc/stackdrop-rootfs-$(GUEST_HASH)
 GUEST_TEST_DEPS := $(if $(filter Linux-0,$(shell uname -s)-$(shell id -u)),rootfs)
 
@@ -39,6 +39,8 @@ guest-host-packages:
 	  echo "make rootfs: apt-get install debootstrap systemd-container"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    debootstrap systemd-container >/dev/null; fi
+
+export STACKDROP_GUEST_ROOTFS := $(GUEST_ROOTFS)
 
 test-guests: venv rootfs ## real guests against moto (pytest infra/local/guests)
 	cd "$(GUEST_MK_ROOT)" && "$(PY)" -m pytest -q infra/local/guests

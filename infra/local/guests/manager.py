@@ -36,7 +36,8 @@ from typing import Any, Callable
 from . import imds, network, nspawn
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-DEFAULT_ROOTFS = os.path.join(REPO, ".local", "guest", "rootfs")
+DEFAULT_ROOTFS = os.environ.get("STACKDROP_GUEST_ROOTFS") or os.path.join(REPO, ".local", "guest",
+                                                                         "rootfs")
 RUN_ROOT = os.path.join(REPO, ".local", "guest", "run")
 ROOTFS_MARKER = "etc/stackdrop-rootfs"  # written last by rootfs/build.sh
 EC2_ACTIONS = {"RunInstances": "run", "StartInstances": "start", "StopInstances": "stop",
@@ -231,6 +232,11 @@ class GuestManager:
             base = nspawn.Cgroup(self.cgroup_base)
             base.kill()
             base.remove()
+            for parent in nspawn.Cgroup("stackdrop-guests").paths:
+                try:
+                    os.rmdir(parent)  # unless another slot is in use
+                except OSError:
+                    pass
             if self._net is not None:
                 self._net.down()
             for m in nspawn.mounts_under(self.run_dir):

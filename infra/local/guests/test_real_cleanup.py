@@ -78,3 +78,23 @@ def test_a_crashed_run_is_cleaned_at_the_next_start(tmp_path):
         assert not os.path.exists(os.path.join(run_dir, iid))
         assert bridge_ports(slot.bridge) == [slot.veth_bridge]  # fresh network
     assert leftovers(slot, run_dir) == []
+
+
+def test_ctrl_c_of_the_command_line_removes_everything(tmp_path):
+    require_rootfs()
+    proc = sl.spawn(lambda_url="http://127.0.0.1:9", guests=True,
+                    log_path=str(tmp_path / "ctrl-c.log"))
+    try:
+        state = next(json.load(open(os.path.join(network.LOCK_DIR, f)))
+                     for f in os.listdir(network.LOCK_DIR) if f.endswith(".json")
+                     and json.load(open(os.path.join(network.LOCK_DIR, f)))["pid"] == proc.proc.pid)
+        run_dir = state["run_dir"]
+        slot = network.Slot(int(os.path.basename(run_dir).removeprefix("slot")))
+        run_one(proc.endpoint)
+        wait_for(lambda: nspawn_processes(run_dir), 30, "the guest to boot")
+        proc.proc.send_signal(signal.SIGINT)
+        assert proc.proc.wait(timeout=60) == 0
+    finally:
+        proc.stop()
+    assert leftovers(slot, run_dir) == [], proc.output()
+    assert "guests: stopped; 1 guest(s) removed" in proc.output()

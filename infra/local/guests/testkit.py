@@ -91,6 +91,9 @@ def leftovers(slot: network.Slot, run_dir: str) -> list[str]:
         p = os.path.join(nspawn.CGROUP_ROOT, h, f"stackdrop-guests/slot{slot.index}")
         if os.path.exists(p):
             out.append(f"cgroup {p}")
+        top = os.path.dirname(p)
+        if os.path.exists(top) and not network.other_slots_busy(slot):
+            out.append(f"cgroup {top}")
     if os.path.exists(run_dir):
         out.append(f"folder {run_dir}")
     if network.host_has_address(network.IMDS_ADDRESS):
