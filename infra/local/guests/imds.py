@@ -19,6 +19,7 @@ import dataclasses
 import json
 import re
 import secrets
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -210,6 +211,11 @@ class Server(ThreadingHTTPServer):
         self.tokens = TokenStore()
         self.log = log
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):  # else: the client gave up
+            self.log(f"imds: error serving {client_address}: {exc!r}")
 
     def add(self, inst: Instance) -> None:
         self.instances = {**self.instances, inst.address: inst}

@@ -300,6 +300,11 @@ class GuestManager:
         assert self._pool is not None and self._imds is not None
         meta, spec = self._describe(r.instance_id, params)
         r.meta = meta
+        if meta.credentials is not None:  # now: the SDKs in the guest give IMDS 1 s to answer
+            try:
+                meta.credentials()
+            except Exception as e:
+                self.log(f"guests: {r.instance_id}: no role credentials yet: {e!r}")
         self._imds.add(meta)
         r.guest = nspawn.Guest(spec, self.rootfs, self.run_dir, self.cgroup_base, self._spawn,
                                log=self.log, on_exit=self._guest_exited)
