@@ -469,13 +469,13 @@ class LocalEnv:
         t0 = time.monotonic()
         try:
             self._bind_router()
+            if self.config.guests:  # first: a host that cannot run guests fails at once
+                self._start_guests()
             self._start_moto()
             self._configure_moto()
             self._bootstrap()
             self._serve_router()
             self._start_bridge()
-            if self.config.guests:
-                self._start_guests()
         except BaseException:
             self.stop()
             raise
@@ -785,7 +785,6 @@ class LocalEnv:
         self.log(f"router: {self.config.bucket}/{key}: delete marker created; moto sends no "
                  "event for it, so an Object Deleted event was queued")
 
-
     # -- guests: a real Linux guest per EC2 instance (infra/local/guests/) -----------------------
 
     def _start_guests(self) -> None:
@@ -793,7 +792,7 @@ class LocalEnv:
         guests reach local AWS there; the public endpoint stays on 127.0.0.1)."""
         from guests.manager import GuestManager, GuestsUnavailable
         try:
-            self.guests = GuestManager(self.moto_endpoint, self.port, self.config.region,
+            self.guests = GuestManager(lambda: self.moto_endpoint, self.port, self.config.region,
                                        log=self.log).start()
             self._guest_router = _Router((self.guests.host_ip, self.port), self)
         except GuestsUnavailable as e:
@@ -927,11 +926,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="boot a real Linux guest (systemd-nspawn) per EC2 instance; needs Linux, "
                         "root and `make rootfs` (see infra/local/README.md)")
     a = p.parse_args(argv)
-    return Config(guests=a.guests, host=a.host, port=a.port, moto_port=a.moto_port, lambda_url=a.lambda_url,
+    return Config(host=a.host, port=a.port, moto_port=a.moto_port, lambda_url=a.lambda_url,
                   region=a.region, bucket=a.bucket, queue_name=a.queue_name,
                   rule_name=a.rule_name, retry_seconds=a.retry_seconds, moto_log=a.moto_log,
                   state_machines={"Object Created": a.deploy_state_machine,
-                                  "Object Deleted": a.teardown_state_machine})
+                                  "Object Deleted": a.teardown_state_machine}, guests=a.guests)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,7 @@ class Record:
 
 
 class GuestManager:
-    def __init__(self, moto_endpoint: str, port: int, region: str = "us-east-1",
+    def __init__(self, moto_endpoint: str | Callable[[], str], port: int, region: str = "us-east-1",
                  rootfs: str | None = None, log: Callable[[str], None] = print,
                  client: Callable[[str], Any] | None = None) -> None:
         self.moto_endpoint = moto_endpoint
@@ -388,7 +388,8 @@ class GuestManager:
         import boto3
         from botocore.config import Config as BotoConfig
         return boto3.session.Session().client(
-            service, region_name=self.region, endpoint_url=self.moto_endpoint,
+            service, region_name=self.region,
+            endpoint_url=self.moto_endpoint() if callable(self.moto_endpoint) else self.moto_endpoint,
             aws_access_key_id="test", aws_secret_access_key="test",
             config=BotoConfig(retries={"max_attempts": 3, "mode": "standard"}))
 
