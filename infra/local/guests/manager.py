@@ -365,8 +365,27 @@ class GuestManager:
             time.sleep(0.1)
 
     def _guest_exited(self, g: nspawn.Guest, code: int) -> None:
-        self.log(f"guests: {g.spec.instance_id} exited on its own (nspawn status {code}); "
-                 "EC2 (moto) still shows its last state")
+        """The guest powered itself off (or died): as on EC2, its instance stops, or terminates
+        if its InstanceInitiatedShutdownBehavior says so (told to moto directly)."""
+        iid = g.spec.instance_id
+        r = self._records.get(iid)
+        if self._closed.is_set() or r is None:
+            return
+        try:
+            ec2 = self._client("ec2")
+            behavior = ec2.describe_instance_attribute(
+                InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")[
+                "InstanceInitiatedShutdownBehavior"]["Value"]
+            if behavior == "terminate":
+                ec2.terminate_instances(InstanceIds=[iid])
+                r.queue.put(("terminate", {}))
+            else:
+                ec2.stop_instances(InstanceIds=[iid])
+                r.queue.put(("stop", {}))
+            self.log(f"guests: {iid} shut down from inside (nspawn status {code}): instance "
+                     f"{'terminated' if behavior == 'terminate' else 'stopped'} in EC2")
+        except Exception as e:
+            self.log(f"guests: {iid} shut down from inside; telling EC2 failed: {e!r}")
 
     def _spawn(self, cmd: list[str], preexec: Callable[[], None] | None = None,
                **kw: Any) -> subprocess.Popen[bytes]:

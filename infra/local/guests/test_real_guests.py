@@ -176,3 +176,20 @@ def test_several_guests_at_once(env):
           f"cgroup {[round((m['cgroup_bytes'] or 0) / 2**20) for m in mem]} MiB")
     env.client("ec2").terminate_instances(InstanceIds=ids)
     wait_for(lambda: all(env.guests.guest(i) is None for i in ids), 60, "all removed")
+
+
+@pytest.mark.parametrize("behavior,final", [("stop", "stopped"), ("terminate", "terminated")])
+def test_a_shutdown_from_inside_stops_or_terminates_the_instance(env, behavior, final):
+    ec2 = env.client("ec2")
+    iid = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                            UserData=(TESTDATA / "poweroff.sh").read_text(),
+                            InstanceInitiatedShutdownBehavior=behavior)["Instances"][0]["InstanceId"]
+    wait_for(lambda: state(env, iid) == final, 60, f"EC2 to show {final}")
+    g = env.guests.guest(iid)
+    if final == "terminated":
+        wait_for(lambda: env.guests.guest(iid) is None, 30, "the guest to be removed")
+    else:
+        assert g is not None and g.pid1() is None
+        assert open(g.path("/var/lib/poweroff-ran")).read() == "powering off\n"
+        ec2.terminate_instances(InstanceIds=[iid])
+        wait_for(lambda: env.guests.guest(iid) is None, 30, "the guest to be removed")
