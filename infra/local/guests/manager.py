@@ -138,7 +138,6 @@ class GuestManager:
         self._net: network.Network | None = None
         self._imds: imds.Server | None = None
         self._pool: network.AddressPool | None = None
-        self._mounted_runtime = False
         self._spawner: concurrent.futures.ThreadPoolExecutor | None = None
         self.run_dir = ""
 
@@ -180,7 +179,7 @@ class GuestManager:
                 lambda: imds.Server((network.IMDS_ADDRESS, 80), log=self.log))
             threading.Thread(target=self._imds.serve_forever, kwargs={"poll_interval": 0.2},
                              name="stackdrop-imds", daemon=True).start()
-            self._mounted_runtime = nspawn.ensure_nspawn_runtime()
+            nspawn.ensure_nspawn_runtime()
             self._spawner = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="stackdrop-guest-spawner")
         except BaseException:
@@ -242,8 +241,8 @@ class GuestManager:
             for m in nspawn.mounts_under(self.run_dir):
                 nspawn.umount(m)
             subprocess.run(["rm", "-rf", "--one-file-system", self.run_dir], capture_output=True)
-            if self._mounted_runtime and not network.other_slots_busy(self.slot):
-                nspawn.umount(nspawn.NSPAWN_RUNTIME)
+            if not network.other_slots_busy(self.slot):
+                nspawn.release_nspawn_runtime()
             self._slot_lock.release()
             self.log(f"guests: stopped; {len(records)} guest(s) removed, network removed")
         try:

@@ -108,27 +108,38 @@ def umount(path: str) -> None:
         subprocess.run(["umount", "--lazy", path], capture_output=True)
 
 
-def ensure_nspawn_runtime() -> bool:
-    """Mount a tmpfs on /run/systemd/nspawn unless /run is one already. True if we mounted."""
-    if _fs_type("/run") == "tmpfs" or _fs_type(NSPAWN_RUNTIME) == "tmpfs":
-        return False
+RUNTIME_SOURCE = "stackdrop-guests"  # the tmpfs' source name: tells our mount from others
+
+
+def ensure_nspawn_runtime() -> None:
+    """Mount a tmpfs on /run/systemd/nspawn unless that is (on) a tmpfs already."""
+    if _mount_of(NSPAWN_RUNTIME)[1] == "tmpfs":
+        return
     os.makedirs(NSPAWN_RUNTIME, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", NSPAWN_RUNTIME],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", RUNTIME_SOURCE, NSPAWN_RUNTIME],
                    check=True, capture_output=True)
-    return True
 
 
-def _fs_type(path: str) -> str | None:
-    path = os.path.realpath(path)
-    best, kind = "", None
+def release_nspawn_runtime() -> None:
+    """Unmount that tmpfs if one of our environments mounted it (call when no other runs)."""
+    point, _, source = _mount_of(NSPAWN_RUNTIME)
+    if point == NSPAWN_RUNTIME and source == RUNTIME_SOURCE:
+        umount(NSPAWN_RUNTIME)
+
+
+def _mount_of(path: str) -> tuple[str, str | None, str | None]:
+    """(mount point, file system type, source) of the mount that holds ``path``."""
+    path = os.path.realpath(path) if os.path.exists(path) else path
+    best: tuple[str, str | None, str | None] = ("", None, None)
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             point = fields[4]
-            fstype = fields[fields.index("-") + 1]
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-                best, kind = point, fstype
-    return kind
+            dash = fields.index("-")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and \
+                    len(point) >= len(best[0]):
+                best = (point, fields[dash + 1], fields[dash + 2])
+    return best
 
 
 class Cgroup:

@@ -96,6 +96,9 @@ def leftovers(slot: network.Slot, run_dir: str) -> list[str]:
             out.append(f"cgroup {top}")
     if os.path.exists(run_dir):
         out.append(f"folder {run_dir}")
+    if not network.other_slots_busy(slot) and \
+            nspawn._mount_of(nspawn.NSPAWN_RUNTIME)[2] == nspawn.RUNTIME_SOURCE:
+        out.append(f"tmpfs {nspawn.NSPAWN_RUNTIME}")
     if network.host_has_address(network.IMDS_ADDRESS):
         out.append(f"{network.IMDS_ADDRESS} in the host namespace")
     return out
