@@ -4,11 +4,9 @@ host's own namespace never has 169.254.169.254."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
-import time
 
 import boto3
 from botocore.config import Config as BotoConfig

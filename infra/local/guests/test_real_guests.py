@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import statistics
 import time
 
@@ -93,7 +94,7 @@ def test_user_data_ran_once_as_root_with_role_credentials(env, instance):
     runs = sh(g, "cat /var/lib/ud-test/runs").splitlines()
     assert len(runs) == 1 and runs[0].split()[0] == "0"  # once, as root
     assert sh(g, "id -un appuser").strip() == "appuser"
-    assert sh(g, f"cat /var/lib/ud-test/caller").strip() == \
+    assert sh(g, "cat /var/lib/ud-test/caller").strip() == \
         f"arn:aws:sts::123456789012:assumed-role/{ROLE}/{instance}"
     wait_for(lambda: unit_active(g), 30, "ud-test.service active")
     assert sh(g, "systemctl is-enabled ud-test.service").strip() == "enabled"
@@ -155,7 +156,6 @@ def test_terminate_removes_the_guest_and_its_overlay(env, instance):
     assert g.pid1() is None and g.cgroup.pids() == []
     with open("/proc/self/mountinfo") as f:
         assert folder not in f.read()
-    import os
     assert not os.path.exists(folder)
     assert state(env, instance) == "terminated"
 
