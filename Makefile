@@ -4,7 +4,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-# The local AWS environment and the project-local tools (.venv, .tools/npm).
+# The local guests' root filesystem (before local.mk: its tests depend on it), the local AWS
+# environment and the project-local tools (.venv, .tools/npm).
+-include mk/guest.mk
 -include mk/local.mk
 
 .PHONY: help build build-lambdas chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean

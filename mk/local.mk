@@ -56,5 +56,5 @@ LOCAL_ENV_ARGS ?=
 local-up: $(VENV_STAMP)
 	"$(PY)" "$(LOCAL_ENV)" $(LOCAL_ENV_ARGS)
 
-test-local-env: $(VENV_STAMP)
+test-local-env: $(VENV_STAMP) $(GUEST_TEST_DEPS)
 	cd "$(LOCAL_MK_ROOT)" && "$(PY)" -m pytest -q infra/local

@@ -108,6 +108,7 @@ class Config:
     faults: str = ""  # e.g. "duplicate=0.3,lambda_timeout=0.1" (see faults.py); "" = none
     seed: int = 0
     ec2_rate_limits: bool = True  # EC2's published request token buckets
+    guests: bool = False  # boot a real Linux guest per EC2 instance (infra/local/guests/)
 
 
 class StartupError(RuntimeError):
@@ -481,6 +482,7 @@ class LocalEnv:
         self.ec2_buckets = faultlib.Ec2Buckets() if self.config.ec2_rate_limits else None
         # What the bridge started, newest last (for tests and tools; the last 1000 only).
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self.guests: Any = None  # guests.manager.GuestManager when config.guests
 
     # -- public ----------------------------------------------------------------------------
 
@@ -537,6 +539,8 @@ class LocalEnv:
         t0 = time.monotonic()
         try:
             self._bind_router()
+            if self.config.guests:  # first: a host that cannot run guests fails at once
+                self._start_guests()
             self._start_moto()
             self._configure_moto()
             self._bootstrap()
@@ -553,6 +557,7 @@ class LocalEnv:
     def stop(self) -> None:
         self._stop.set()
         self.ready = False
+        self._stop_guests()  # first: a guest powering off may still call local AWS
         if self._router is not None:
             if self._router_thread is not None:
                 self._router.shutdown()
@@ -803,6 +808,8 @@ class LocalEnv:
                             status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         """In AWS, a DELETE that creates a delete marker on a versioned bucket emits `Object
         Deleted` (deletion-type "Delete Marker Created"); moto emits nothing. Emit it here."""
+        if self.guests is not None:  # --guests: EC2 instance lifecycle calls -> real guests
+            self.guests.on_moto_response(method, path, query, body, status, data)
         bucket_prefix = f"/{self.config.bucket}"
         if not (path == bucket_prefix or path.startswith(bucket_prefix + "/")):
             return
@@ -847,6 +854,32 @@ class LocalEnv:
         self._hook_sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(event))
         self.log(f"router: {self.config.bucket}/{key}: delete marker created; moto sends no "
                  "event for it, so an Object Deleted event was queued")
+
+    # -- guests: a real Linux guest per EC2 instance (infra/local/guests/) -----------------------
+
+    def _start_guests(self) -> None:
+        """The guest manager, and a second listener of the router on the guests' bridge (the
+        guests reach local AWS there; the public endpoint stays on 127.0.0.1)."""
+        from guests.manager import GuestManager, GuestsUnavailable
+        try:
+            self.guests = GuestManager(lambda: self.moto_endpoint, self.port, self.config.region,
+                                       log=self.log).start()
+            self._guest_router = _Router((self.guests.host_ip, self.port), self)
+        except GuestsUnavailable as e:
+            raise StartupError(str(e)) from None
+        threading.Thread(target=self._guest_router.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="stackdrop-router-guests", daemon=True).start()
+        self.log(f"guests: on; the router also listens on {self.guests.endpoint_url}")
+
+    def _stop_guests(self) -> None:
+        if self.guests is not None:
+            self.guests.close()
+            self.guests = None
+        router = getattr(self, "_guest_router", None)
+        if router is not None:
+            router.shutdown()
+            router.server_close()
+            self._guest_router = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -915,13 +948,15 @@ class LocalEnvProcess:
 
 def spawn(lambda_url: str = "http://127.0.0.1:9000", port: int | None = None,
           moto_port: int | None = None, extra_args: list[str] | None = None,
-          log_path: str | None = None, timeout: float = 60.0) -> LocalEnvProcess:
+          log_path: str | None = None, timeout: float = 60.0,
+          guests: bool = False) -> LocalEnvProcess:
     """Start the environment as a subprocess on free ports (unless given) and wait for it."""
     port = port or free_port()
     moto_port = moto_port or free_port()
     log_path = log_path or os.path.join(tempfile.gettempdir(), f"stackdrop-local-{port}.log")
     args = ["--port", str(port), "--moto-port", str(moto_port), "--lambda-url", lambda_url,
-            "--moto-log", log_path + ".moto", *(extra_args or [])]
+            "--moto-log", log_path + ".moto", *(["--guests"] if guests else []),
+            *(extra_args or [])]
     return LocalEnvProcess(args, port, log_path).start(timeout)
 
 
@@ -962,6 +997,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--seed", type=int, default=int(os.environ.get("STACKDROP_SEED", "0")))
     p.add_argument("--no-ec2-rate-limits", action="store_true",
                    help="do not apply EC2's request token buckets")
+    p.add_argument("--guests", action="store_true",
+                   help="boot a real Linux guest (systemd-nspawn) per EC2 instance; needs Linux, "
+                        "root and `make rootfs` (see infra/local/README.md)")
     a = p.parse_args(argv)
     faultlib.parse_spec(a.faults)  # a bad spec fails here, with its reason
     return Config(host=a.host, port=a.port, moto_port=a.moto_port, lambda_url=a.lambda_url,
@@ -969,7 +1007,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
                   rule_name=a.rule_name, retry_seconds=a.retry_seconds, moto_log=a.moto_log,
                   faults=a.faults, seed=a.seed, ec2_rate_limits=not a.no_ec2_rate_limits,
                   state_machines={"Object Created": a.deploy_state_machine,
-                                  "Object Deleted": a.teardown_state_machine})
+                                  "Object Deleted": a.teardown_state_machine}, guests=a.guests)
 
 
 def main(argv: list[str] | None = None) -> int:

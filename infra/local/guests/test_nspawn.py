@@ -1,0 +1,62 @@
+"""nspawn.py: the systemd-nspawn command line and the per-instance files (pure)."""
+
+from __future__ import annotations
+
+from guests import nspawn
+
+SPEC = nspawn.GuestSpec(instance_id="i-0123456789abcdef0", address="169.254.42.7", prefix=16,
+                        mac="02:00:00:12:34:56", bridge="sdbr0",
+                        endpoint_url="http://169.254.42.254:4566", region="eu-west-1",
+                        hostname="ip-172-31-5-9")
+
+
+def test_command_line_on_a_host_without_systemd():
+    cmd = nspawn.nspawn_command(SPEC, "/g/merged", with_systemd=False)
+    assert cmd[0] == "systemd-nspawn"
+    for arg in ("--boot", "--directory=/g/merged", "--machine=i-0123456789abcdef0",
+                "--network-bridge=sdbr0", "--console=read-only", "--resolv-conf=off",
+                "--timezone=off", "--link-journal=no", "--register=no", "--keep-unit"):
+        assert arg in cmd, arg
+    assert not any(a.startswith(("--network-veth", "--private-network=no", "--bind")) for a in cmd)
+
+
+def test_command_line_on_a_systemd_host_registers_normally():
+    cmd = nspawn.nspawn_command(SPEC, "/g/merged", with_systemd=True)
+    assert "--register=no" not in cmd and "--keep-unit" not in cmd
+
+
+def test_network_file_static_address_no_default_route_no_probing():
+    text = nspawn.network_file(SPEC)
+    assert "Name=host0" in text
+    assert "Address=169.254.42.7/16" in text
+    assert "MACAddress=02:00:00:12:34:56" in text
+    assert "LinkLocalAddressing=no" in text and "DuplicateAddressDetection=none" in text
+    assert "Gateway" not in text and "DHCP" not in text
+
+
+def test_manager_dropin_points_every_unit_at_local_aws():
+    text = nspawn.manager_dropin(SPEC)
+    assert text.startswith("[Manager]\nDefaultEnvironment=")
+    assert '"AWS_ENDPOINT_URL=http://169.254.42.254:4566"' in text
+    assert '"AWS_DEFAULT_REGION=eu-west-1"' in text
+
+
+def test_instance_files():
+    files = nspawn.instance_files(SPEC)
+    assert files["etc/hostname"] == "ip-172-31-5-9\n"
+    assert set(files) >= {"etc/systemd/network/05-host0.network",
+                          "etc/systemd/system.conf.d/50-stackdrop-local.conf", "etc/environment"}
+    assert "AWS_ENDPOINT_URL=http://169.254.42.254:4566\n" in files["etc/environment"]
+
+
+def test_mounts_under_deepest_first(tmp_path, monkeypatch):
+    info = tmp_path / "mountinfo"
+    info.write_text("1 0 8:1 / / rw - ext4 /dev/vda rw\n"
+                    "2 1 0:5 / /r/slot0/i-1/merged rw - overlay overlay rw\n"
+                    "3 2 0:6 / /r/slot0/i-1/merged/proc rw - proc proc rw\n"
+                    "4 1 0:7 / /r/slot00/other rw - tmpfs tmpfs rw\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        info if p == "/proc/self/mountinfo" else p, *a, **k))
+    monkeypatch.setattr(nspawn.os.path, "realpath", lambda p: p)
+    assert nspawn.mounts_under("/r/slot0") == ["/r/slot0/i-1/merged/proc", "/r/slot0/i-1/merged"]
