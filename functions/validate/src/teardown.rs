@@ -12,7 +12,6 @@ use stackdrop_core::plan::Source;
 use stackdrop_core::trigger::{Action, Trigger};
 
 pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, Failure> {
-    let store = clients.store();
     if let Some(verb) = match trigger.action {
         Action::Start => Some(OpAction::Start),
         Action::Stop => Some(OpAction::Stop),
@@ -20,14 +19,7 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
     } {
         return control(clients, &trigger, verb).await;
     }
-    let mut key = trigger.key.clone();
-    let mut stack = store.source_stack(&trigger.bucket, &key).await?;
-    if stack.is_none() {
-        if let Some(alt) = &trigger.alternate_key {
-            stack = store.source_stack(&trigger.bucket, alt).await?;
-            key = alt.clone();
-        }
-    }
+    let (stack, key) = find_stack(clients, &trigger).await?;
     let entries = s3::versions(&clients.s3, &trigger.bucket, &key).await?;
     let latest = lifecycle::latest(&entries);
     // S3 also reports removing an old version, or a delete marker (which restores the object):
@@ -82,13 +74,7 @@ async fn control(
     trigger: &Trigger,
     verb: OpAction,
 ) -> Result<Deployment, Failure> {
-    let store = clients.store();
-    let mut stack = store.source_stack(&trigger.bucket, &trigger.key).await?;
-    let mut key = trigger.key.clone();
-    if let (None, Some(alt)) = (&stack, &trigger.alternate_key) {
-        stack = store.source_stack(&trigger.bucket, alt).await?;
-        key = alt.clone();
-    }
+    let (stack, key) = find_stack(clients, trigger).await?;
     let word = if verb == OpAction::Start {
         "start"
     } else {
@@ -139,4 +125,19 @@ async fn record_request(clients: &Clients, out: &Deployment, step: &str) -> Resu
             now_ms(),
         )
         .await
+}
+
+/// The stack the trigger's key deployed (trying the other spelling of the key too), and the
+/// key as it was found.
+async fn find_stack(
+    clients: &Clients,
+    trigger: &Trigger,
+) -> Result<(Option<String>, String), Failure> {
+    let store = clients.store();
+    for key in std::iter::once(&trigger.key).chain(&trigger.alternate_key) {
+        if let Some(stack) = store.source_stack(&trigger.bucket, key).await? {
+            return Ok((Some(stack), key.clone()));
+        }
+    }
+    Ok((None, trigger.key.clone()))
 }
