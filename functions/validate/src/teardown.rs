@@ -33,37 +33,27 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
         .clone()
         .or_else(|| latest.map(|e| e.version_id.clone()));
     let id = naming::teardown_id(&trigger.bucket, &key, version.as_deref());
-    let stack_id = stack.clone().unwrap_or_default();
-    let deadline = now_s() + clients.settings.deadline_seconds;
-    let mut out = Deployment::requested(
-        &stack_id,
-        id,
-        OpAction::Teardown,
-        Source {
-            bucket: trigger.bucket.clone(),
-            key,
-            version_id: version,
-        },
-        vec![],
-        now_ms(),
-        deadline,
-    );
-    if stack.is_none() {
-        out.decision = Decision::Noop;
-        out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
-        return Ok(out);
-    }
+    let source = Source {
+        bucket: trigger.bucket.clone(),
+        key,
+        version_id: version,
+    };
+    let Some(mut out) = request(clients, stack.as_deref(), id, OpAction::Teardown, source) else {
+        return Ok(nothing_deployed(&trigger, OpAction::Teardown));
+    };
     if let (true, Some(current)) = (trigger.from_event, still_there) {
         out.decision = Decision::Noop;
         out.reason = Some(format!("{} still has a current version ({current}): an old version or a delete marker was removed, the stack stays", out.source.uri()));
         return Ok(out);
     }
     record_request(clients, &out, "teardown").await?;
-    if let Desire::Superseded { by } = crate::desire::record(clients, &stack_id, &out.op()).await? {
+    if let Desire::Superseded { by } =
+        crate::desire::record(clients, &out.stack_id, &out.op()).await?
+    {
         out.decision = Decision::Superseded;
         out.reason = Some(format!("a newer request ({by}) holds the stack"));
     }
-    tracing::info!(stack = %stack_id, teardown = %out.deployment, decision = ?out.decision, "teardown requested");
+    tracing::info!(stack = %out.stack_id, teardown = %out.deployment, decision = ?out.decision, "teardown requested");
     Ok(out)
 }
 
@@ -80,29 +70,18 @@ async fn control(
     } else {
         "stop"
     };
-    let stack_id = stack.clone().unwrap_or_default();
-    let deadline = now_s() + clients.settings.deadline_seconds;
-    let mut out = Deployment::requested(
-        &stack_id,
-        format!(
-            "{word}-{}",
-            &naming::deployment_id(&trigger.bucket, &key, None)[2..]
-        ),
-        verb,
-        Source {
-            bucket: trigger.bucket.clone(),
-            key,
-            version_id: None,
-        },
-        vec![],
-        now_ms(),
-        deadline,
+    let id = format!(
+        "{word}-{}",
+        &naming::deployment_id(&trigger.bucket, &key, None)[2..]
     );
-    if stack.is_none() {
-        out.decision = Decision::Noop;
-        out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
-        return Ok(out);
-    }
+    let source = Source {
+        bucket: trigger.bucket.clone(),
+        key,
+        version_id: None,
+    };
+    let Some(out) = request(clients, stack.as_deref(), id, verb, source) else {
+        return Ok(nothing_deployed(trigger, verb));
+    };
     record_request(clients, &out, word).await?;
     Ok(out)
 }
@@ -140,4 +119,38 @@ async fn find_stack(
         }
     }
     Ok((None, trigger.key.clone()))
+}
+
+/// The request about the stack `stack` (None: no stack was deployed from the key).
+fn request(
+    clients: &Clients,
+    stack: Option<&str>,
+    id: String,
+    action: OpAction,
+    source: Source,
+) -> Option<Deployment> {
+    let deadline = now_s() + clients.settings.deadline_seconds;
+    Some(Deployment::requested(
+        stack?,
+        id,
+        action,
+        source,
+        vec![],
+        now_ms(),
+        deadline,
+    ))
+}
+
+/// A request about a key no stack was deployed from: nothing to do, and why.
+fn nothing_deployed(trigger: &Trigger, action: OpAction) -> Deployment {
+    let source = Source {
+        bucket: trigger.bucket.clone(),
+        key: trigger.key.clone(),
+        version_id: trigger.version_id.clone(),
+    };
+    let id = naming::teardown_id(&source.bucket, &source.key, source.version_id.as_deref());
+    let mut out = Deployment::requested("", id, action, source, vec![], now_ms(), now_s());
+    out.decision = Decision::Noop;
+    out.reason = Some(format!("no stack was deployed from {}", out.source.uri()));
+    out
 }
