@@ -90,7 +90,7 @@ def report(fail_name, what):
 def instance_map():
     profile_race = [{"ErrorEquals": ["InstanceProfileNotReady"], "IntervalSeconds": 3, "MaxAttempts": 8, "BackoffRate": 1.5, "JitterStrategy": "FULL"}]
     return {
-        "Type": "Map", "Comment": "Each instance of the stack, in parallel, each with resources of this deployment's own.",
+        "Type": "Map", "Comment": "Each instance of the stack, in parallel, each with resources of this deployment's own (reconcile: only the current deployment's missing instances, under its resources).",
         "ItemsPath": "$.instances",
         "ItemSelector": {"stackId.$": "$.stackId", "deployment.$": "$.deployment", "deadline.$": "$.deadline",
                          "owner.$": "$.owner", "attempt.$": "$.attempt", "instance.$": "$$.Map.Item.Value"},
@@ -112,7 +112,7 @@ def deploy():
                                  "Anything to claim?", catch=("Invalid request", "$.error")),
          "Anything to claim?": {"Type": "Choice", "Comment": "A newer version is in the bucket already, or nothing was deployed from the key: nothing to do.",
                                 "Choices": [{"Variable": "$.decision", "StringEquals": "claim", "Next": "Claim stack"}], "Default": "Report"}}
-    s.update(claim([("deploy", "Deploy instances"), ("start", "Start or stop instances"), ("stop", "Start or stop instances"), ("teardown", "Stop serving")]))
+    s.update(claim([("deploy", "Deploy instances"), ("reconcile", "Deploy instances"), ("start", "Start or stop instances"), ("stop", "Start or stop instances"), ("teardown", "Stop serving")]))
     s["Deploy instances"] = instance_map()
     s["Make current"] = finish("commit", "The deployment becomes current, if it still holds the stack and is the newest request.", "Retire previous version", catch=("Roll back", "$.error"))
     s.update(cleanup("Retire previous version", "Retired?", "Wait for retirement",
@@ -123,7 +123,7 @@ def deploy():
     s.update(power_states())
     s.update(teardown_states())
     s.update(report("Deploy failed", "Deployed"))
-    return {"Comment": "stackdrop deploy (and start, stop, teardown from a schedule or the console): validate a bundle version, claim the stack, provision and launch each instance with resources of its own, wait until it runs, make it current and retire the previous version (or roll back only what this attempt created). Lambda ARNs come in by definition substitution.",
+    return {"Comment": "stackdrop deploy (and refresh, reconcile, start, stop, teardown from a schedule or the console): validate a bundle version, claim the stack, provision and launch each instance with resources of its own, wait until it runs, make it current and retire the previous version (or roll back only what this attempt created). Lambda ARNs come in by definition substitution.",
             "StartAt": "Validate bundle", "States": s}
 
 

@@ -44,7 +44,9 @@ pub async fn recent(sfn: &Client, records: &[DeploymentRecord], n: usize) -> Vec
 async fn machine_arn(sfn: &Client, prefix: &str, action: OpAction) -> Result<String, Fatal> {
     let name = match action {
         OpAction::Teardown => format!("{prefix}-teardown"),
-        OpAction::Deploy | OpAction::Start | OpAction::Stop => format!("{prefix}-deploy"),
+        OpAction::Deploy | OpAction::Start | OpAction::Stop | OpAction::Reconcile => {
+            format!("{prefix}-deploy")
+        }
     };
     let mut pages = sfn.list_state_machines().into_paginator().send();
     while let Some(page) = pages.next().await {

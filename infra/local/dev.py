@@ -40,6 +40,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 DEPLOY_MACHINE = "stackdrop-deploy"
 TEARDOWN_MACHINE = "stackdrop-teardown"
+SCHEDULER_ROLE = "stackdrop-scheduler"
 MACHINES = {DEPLOY_MACHINE: "deploy.asl.json", TEARDOWN_MACHINE: "teardown.asl.json"}
 BOUNDARY_NAME = "stackdrop-instance-boundary"
 ASL_DIR = os.path.join(ROOT, "statemachine")
@@ -157,6 +158,8 @@ class Stackdrop:
             "STACKDROP_TABLE": self.table,
             "STACKDROP_PERMISSIONS_BOUNDARY": self.boundary_arn,
             "STACKDROP_DEADLINE_SECONDS": str(self.deadline_seconds),
+            "STACKDROP_STATE_MACHINE_ARN": self.deploy_machine_arn(),
+            "STACKDROP_SCHEDULER_ROLE_ARN": self.scheduler_role_arn(),
             "RUST_LOG": env.get("RUST_LOG", "info"),
         })
         # cargo lambda watch finds `cargo` on PATH; keep the venv's tools reachable too.
@@ -164,7 +167,8 @@ class Stackdrop:
         passed = ",".join(f"{k}={env[k]}" for k in (
             "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
             "AWS_DEFAULT_REGION", "STACKDROP_TABLE", "STACKDROP_PERMISSIONS_BOUNDARY",
-            "STACKDROP_DEADLINE_SECONDS", "RUST_LOG"))
+            "STACKDROP_DEADLINE_SECONDS", "STACKDROP_STATE_MACHINE_ARN",
+            "STACKDROP_SCHEDULER_ROLE_ARN", "RUST_LOG"))
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", self.lambda_port)) == 0:
                 raise RuntimeError(f"port {self.lambda_port} is in use (another `make dev`?): pass --lambda-port")
@@ -205,6 +209,12 @@ class Stackdrop:
                                        AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         except iam.exceptions.EntityAlreadyExistsException:
             role_arn = iam.get_role(RoleName="stackdrop-states")["Role"]["Arn"]
+        scheduler_trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Principal": {"Service": "scheduler.amazonaws.com"}}]}
+        try:
+            iam.create_role(RoleName=SCHEDULER_ROLE, AssumeRolePolicyDocument=json.dumps(scheduler_trust))
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
         sfn = self.client("stepfunctions")
         known = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
         for name, file in MACHINES.items():
@@ -252,6 +262,10 @@ class Stackdrop:
 
     def deploy_machine_arn(self) -> str:
         return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{DEPLOY_MACHINE}"
+
+    def scheduler_role_arn(self) -> str:
+        """The role schedules start the deploy machine with (the template's SchedulerRole)."""
+        return f"arn:aws:iam::{ACCOUNT}:role/{SCHEDULER_ROLE}"
 
     def teardown_machine_arn(self) -> str:
         return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{TEARDOWN_MACHINE}"

@@ -1,10 +1,13 @@
-"""Seeded chaos runs on local AWS: concurrent uploads, deletes and console re-runs on a few stacks,
-under injected faults (duplicate deliveries, Lambdas reported timed out after their side effects,
+"""Seeded chaos runs on local AWS: concurrent uploads, deletes, console re-runs and scheduled
+actions (start, refresh, reconcile, as EventBridge Scheduler sends them) on a few stacks, under
+injected faults (duplicate deliveries, Lambdas reported timed out after their side effects,
 throttled and failing AWS calls, EC2's token buckets). After each run settles:
 
 * every stack runs exactly the instances of its key's newest version in S3 (none if deleted),
   each with exactly one role, profile, security group and launch template of that deployment,
   and nothing else of the stack is left (no orphan);
+* its schedule group holds exactly the newest version's schedule (each bundle's start
+  expression is its own), and no group is left of a deleted stack;
 * a sampler (twice a second) never saw a deployed stack without a running instance between its
   first running instance and the first delete of its key (no gap during updates);
 * every execution ended, and none failed but for a reason the run provoked (a re-run of a key
@@ -69,20 +72,31 @@ def one_run(sd, seed: int, stacks: int = 2, actions: int = 5) -> dict:
     sampler.start()
     sfn = sd.client("stepfunctions")
     done = []
+    schedule_of: dict[str, str] = {}  # bundle version -> its start expression
     try:
         for n in range(actions * stacks):
             app = rng.choice(apps)
             key = f"{app}.zip"
-            what = rng.choices(["upload", "delete", "rerun"], weights=[6, 2, 2])[0]
+            what = rng.choices(["upload", "delete", "rerun", "start", "refresh", "reconcile"],
+                               weights=[6, 2, 2, 1, 1, 1])[0]
             if what == "upload" or n < stacks:
-                path = bundles.make(app, lambda s, g=f"{seed}-{n}": s["instances"]["greeter"]["environment"].update(GREETING=g))
-                sd.aws("s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", path)
+                what = "upload"
+                expr = f"cron({n % 60} 7 ? * MON-FRI *)"
+                path = bundles.make(app, lambda s, g=f"{seed}-{n}", e=expr: s["instances"]["greeter"].update(
+                    schedule={"start": e, "timezone": "Europe/Amsterdam"}, environment={"GREETING": g}))
+                out = sd.aws("s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", path)
+                schedule_of[json.loads(out.stdout)["VersionId"]] = expr
             elif what == "delete":
                 first_delete.setdefault(app, time.monotonic())
                 sd.aws("s3", "rm", f"s3://{BUCKET}/{key}")
             else:
+                body = {"bucket": BUCKET, "key": key}
+                if what == "start":
+                    body.update(action="start", instance="greeter")
+                elif what != "rerun":
+                    body["action"] = what
                 sfn.start_execution(stateMachineArn=sd.deploy_machine_arn(), name=f"chaos-{seed}-{n}-{rng.randrange(10**6)}",
-                                    input=json.dumps({"bucket": BUCKET, "key": key}))
+                                    input=json.dumps(body))
             done.append((app, what))
             time.sleep(rng.uniform(0, 3))
         runs = {app: settle(sd, f"{app}.zip", timeout=600) for app in apps}
@@ -91,14 +105,25 @@ def one_run(sd, seed: int, stacks: int = 2, actions: int = 5) -> dict:
         sampler.join()
     problems = []
     for app in apps:
-        problems += check_stack(sd, app, runs[app], sampler.timeline[app], first_delete.get(app))
+        problems += check_stack(sd, app, runs[app], sampler.timeline[app], first_delete.get(app), schedule_of)
     if problems:
         raise AssertionError(f"seed {seed}: " + "; ".join(problems) + f" (actions: {done})")
     return {"seed": seed, "seconds": round(time.monotonic() - t0, 1), "actions": done,
             "executions": sum(len(r) for r in runs.values())}
 
 
-def check_stack(sd, app, runs, timeline, deleted_at) -> list[str]:
+def start_schedules(sd, app) -> list[str] | None:
+    """The expressions in the stack's schedule group; None when there is no group."""
+    sch, group = sd.client("scheduler"), f"stackdrop--{app}--hello"
+    try:
+        sch.get_schedule_group(Name=group)
+    except sch.exceptions.ResourceNotFoundException:
+        return None
+    names = [s["Name"] for s in sch.list_schedules(GroupName=group)["Schedules"]]
+    return [sch.get_schedule(GroupName=group, Name=n)["ScheduleExpression"] for n in names]
+
+
+def check_stack(sd, app, runs, timeline, deleted_at, schedule_of) -> list[str]:
     problems = []
     s3 = sd.client("s3")
     key = f"{app}.zip"
@@ -109,11 +134,16 @@ def check_stack(sd, app, runs, timeline, deleted_at) -> list[str]:
             problems.append(f"{app}: execution {e['name']} {e['status']} {e.get('error')}: {str(e.get('cause'))[:300]}")
     left = leftovers(sd, app)
     running = live_instances(sd, app)
+    schedules = start_schedules(sd, app)
     if not latest:  # the key's newest entry is a delete marker
         if any(left.values()):
             problems.append(f"{app}: deleted, but left {left}")
+        if schedules is not None:
+            problems.append(f"{app}: deleted, but its schedule group is left with {schedules}")
     else:
         version = latest[0]["VersionId"]
+        if schedules != [schedule_of.get(version)]:
+            problems.append(f"{app}: schedules {schedules}, want [{schedule_of.get(version)}] of {version}")
         got = [(tags_of(i).get("stackdrop:source-version"), i["State"]["Name"]) for i in running]
         if got != [(version, "running")]:
             problems.append(f"{app}: expected one running instance of {version}, got {got}")

@@ -90,7 +90,10 @@ def test_upload_reaches_running_with_every_resource(sd, bundles):
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     assert data["IamInstanceProfile"]["Name"] == name
     plan = plan_json(BUCKET, key, version, path)
-    assert base64.b64decode(data["UserData"]).decode() == plan["instances"][0]["launchTemplate"]["userData"]
+    # Offline, the CLI cannot resolve `resolve:ssm:`; the AMI it resolved to is part of the id.
+    expected = plan["instances"][0]["launchTemplate"]["userData"].replace(plan["deployment"], summary["deployment"])
+    assert plan["deployment"] != summary["deployment"]
+    assert base64.b64decode(data["UserData"]).decode() == expected
 
     logs = sd.client("logs")
     group = f"/stackdrop/instance/{resource(app)}"

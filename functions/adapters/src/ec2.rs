@@ -53,13 +53,16 @@ pub struct Image {
     pub root_size_gib: Option<i32>,
 }
 
+/// How an image names an SSM parameter instead of an AMI.
+pub const SSM_PREFIX: &str = "resolve:ssm:";
+
 /// Resolves `resolve:ssm:/param` to an AMI id (EC2 does the same at launch; resolving here
 /// lets the architecture be checked and pins the AMI for the whole deployment).
 pub async fn resolve_image(
     ssm: &aws_sdk_ssm::Client,
     image: &str,
 ) -> Result<Result<String, String>, Failure> {
-    let Some(param) = image.strip_prefix("resolve:ssm:") else {
+    let Some(param) = image.strip_prefix(SSM_PREFIX) else {
         return Ok(Ok(image.to_string()));
     };
     match ssm.get_parameter().name(param).send().await {

@@ -17,6 +17,8 @@ pub fn detail_type(action: OpAction, outcome: Outcome) -> Option<&'static str> {
         (OpAction::Start, Outcome::Succeeded) => Some("Instance Started"),
         (OpAction::Stop, Outcome::Succeeded) => Some("Instance Stopped"),
         (OpAction::Start | OpAction::Stop, Outcome::Failed) => Some("Instance Power Failed"),
+        (OpAction::Reconcile, Outcome::Succeeded) => Some("Stack Reconciled"),
+        (OpAction::Reconcile, Outcome::Failed) => Some("Stack Reconcile Failed"),
         _ => None,
     }
 }

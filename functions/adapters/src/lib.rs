@@ -8,6 +8,7 @@ pub mod events;
 pub mod iam;
 pub mod logs;
 pub mod s3;
+pub mod scheduler;
 pub mod store;
 
 pub use error::{Failure, Kind};
@@ -25,6 +26,7 @@ pub struct Clients {
     pub ddb: aws_sdk_dynamodb::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
     pub settings: Settings,
 }
 
@@ -43,6 +45,10 @@ pub struct Settings {
     pub deadline_seconds: u64,
     /// `AWS_REGION`.
     pub region: String,
+    /// `STACKDROP_STATE_MACHINE_ARN`: the deploy machine, which schedules start.
+    pub state_machine_arn: Option<String>,
+    /// `STACKDROP_SCHEDULER_ROLE_ARN`: the role EventBridge Scheduler starts it with.
+    pub scheduler_role_arn: Option<String>,
 }
 
 impl Settings {
@@ -61,7 +67,17 @@ impl Settings {
             region: var("AWS_REGION")
                 .or_else(|| var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|| "us-east-1".into()),
+            state_machine_arn: var("STACKDROP_STATE_MACHINE_ARN"),
+            scheduler_role_arn: var("STACKDROP_SCHEDULER_ROLE_ARN"),
         }
+    }
+
+    /// What schedules start: None unless both the machine and the role are set.
+    pub fn schedule_target(&self) -> Option<stackdrop_core::schedules::Target> {
+        Some(stackdrop_core::schedules::Target {
+            state_machine_arn: self.state_machine_arn.clone()?,
+            role_arn: self.scheduler_role_arn.clone()?,
+        })
     }
 }
 
@@ -90,6 +106,7 @@ impl Clients {
             ddb: aws_sdk_dynamodb::Client::new(conf),
             logs: aws_sdk_cloudwatchlogs::Client::new(conf),
             events: aws_sdk_eventbridge::Client::new(conf),
+            scheduler: aws_sdk_scheduler::Client::new(conf),
             settings,
         }
     }

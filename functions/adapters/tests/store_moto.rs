@@ -99,6 +99,7 @@ fn op(id: &str) -> Op {
         action: OpAction::Deploy,
         source: "b/k".into(),
         version: Some(format!("v-{id}")),
+        target: None,
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn handle(
                 OpAction::Teardown => "tearing-down".into(),
                 OpAction::Start => "starting".into(),
                 OpAction::Stop => "stopping".into(),
+                OpAction::Reconcile => "reconciling".into(),
             });
             Ok(Change::Write(next, c))
         })
@@ -55,6 +56,7 @@ pub async fn handle(
                 OpAction::Teardown => Decision::Teardown,
                 OpAction::Start => Decision::Start,
                 OpAction::Stop => Decision::Stop,
+                OpAction::Reconcile => Decision::Reconcile,
             };
             let detail = format!("attempt {attempt} holds the stack ({})", d.owner);
             let store = clients.store();
@@ -98,6 +100,10 @@ pub async fn handle(
                 OpAction::Deploy => "this version is the current one already".into(),
                 OpAction::Teardown => "the stack is deleted already".into(),
                 OpAction::Start | OpAction::Stop => "the stack has no current version".into(),
+                OpAction::Reconcile => {
+                    "the version it was asked for is no longer current (or the stack has none)"
+                        .into()
+                }
             });
         }
     }
@@ -110,5 +116,6 @@ fn what(action: OpAction) -> &'static str {
         OpAction::Teardown => "teardown",
         OpAction::Start => "start",
         OpAction::Stop => "stop",
+        OpAction::Reconcile => "reconcile",
     }
 }

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod problem;
 pub mod schedule;
+pub mod schedules;
 pub mod schema;
 pub mod source;
 pub mod trigger;

@@ -32,13 +32,15 @@ pub enum OpAction {
     Start,
     /// Stop them.
     Stop,
+    /// Relaunch the current version's instances that were terminated outside stackdrop.
+    Reconcile,
 }
 
 impl OpAction {
-    /// Start and stop act on the current version: they hold the stack while they run but are
-    /// no request for a version (they never become `desired`).
+    /// Start, stop and reconcile act on the current version: they hold the stack while they
+    /// run but are no request for a version (they never become `desired`).
     pub fn is_control(self) -> bool {
-        matches!(self, OpAction::Start | OpAction::Stop)
+        matches!(self, OpAction::Start | OpAction::Stop | OpAction::Reconcile)
     }
 }
 
@@ -54,6 +56,9 @@ pub struct Op {
     /// The object (or delete marker) version the request is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The deployment a reconcile acts on (the current one when it was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Who runs the stack's current operation.
@@ -214,8 +219,20 @@ pub enum Claim {
 /// Whether `owner` may run `op` now.
 pub fn claim(state: &StackState, owner: &str, op: &Op, now: u64) -> Claim {
     if op.action.is_control() {
-        if state.current.is_none() {
+        let Some(current) = &state.current else {
             return Claim::Noop;
+        };
+        if op.action == OpAction::Reconcile {
+            // It relaunches under the current deployment's fence: that deployment must still
+            // be current, and still the newest request (a failed update leaves another one).
+            if op.target.as_ref() != Some(current) {
+                return Claim::Noop;
+            }
+            match &state.desired {
+                Some(d) if &d.id == current => {}
+                Some(d) => return Claim::Superseded { by: d.id.clone() },
+                None => return Claim::Noop,
+            }
         }
     } else {
         match &state.desired {
@@ -247,7 +264,7 @@ pub fn claim(state: &StackState, owner: &str, op: &Op, now: u64) -> Claim {
     let done = match op.action {
         OpAction::Deploy => state.current.as_deref() == Some(op.id.as_str()),
         OpAction::Teardown => state.current.is_none() && state.status.as_deref() == Some("deleted"),
-        OpAction::Start | OpAction::Stop => false,
+        OpAction::Start | OpAction::Stop | OpAction::Reconcile => false,
     };
     if done {
         return Claim::Noop;
@@ -405,6 +422,7 @@ mod tests {
             },
             source: "b/k".into(),
             version: Some(format!("v-{id}")),
+            target: None,
         }
     }
 
@@ -565,6 +583,7 @@ mod tests {
             action: OpAction::Start,
             source: "b/k".into(),
             version: None,
+            target: None,
         };
         let s = state(Some("d1"), Some("d1"), None);
         assert_eq!(claim(&s, "e1", &start, 100), Claim::Take { attempt: 5 });
@@ -582,6 +601,41 @@ mod tests {
             claim(&state(Some("t1"), None, None), "e1", &start, 100),
             Claim::Noop,
             "nothing deployed"
+        );
+    }
+
+    #[test]
+    fn reconcile_acts_only_on_the_deployment_that_is_current_and_desired() {
+        let reconcile = |target: &str| Op {
+            id: format!("reconcile-{target}"),
+            action: OpAction::Reconcile,
+            source: "b/k".into(),
+            version: None,
+            target: Some(target.into()),
+        };
+        let s = state(Some("d1"), Some("d1"), None);
+        assert_eq!(
+            claim(&s, "e1", &reconcile("d1"), 100),
+            Claim::Take { attempt: 5 }
+        );
+        assert_eq!(
+            claim(&s, "e1", &reconcile("d0"), 100),
+            Claim::Noop,
+            "the current version changed since the request"
+        );
+        let failed_update = state(Some("d2"), Some("d1"), None);
+        assert_eq!(
+            claim(&failed_update, "e1", &reconcile("d1"), 100),
+            Claim::Superseded { by: "d2".into() },
+            "a newer request is desired: its fence would refuse the relaunch"
+        );
+        let deleted = state(Some("t1"), None, None);
+        assert_eq!(claim(&deleted, "e1", &reconcile("d1"), 100), Claim::Noop);
+        let twice = state(Some("d1"), Some("d1"), lease("e0", "reconcile-d1", 5, 700));
+        assert_eq!(
+            claim(&twice, "e1", &reconcile("d1"), 100),
+            Claim::Duplicate { of: "e0".into() },
+            "a scheduled run delivered twice"
         );
     }
 

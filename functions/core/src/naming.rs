@@ -9,6 +9,7 @@ pub const LAUNCH_TEMPLATE_MAX: usize = 128;
 pub const SECURITY_GROUP_MAX: usize = 255;
 pub const LOG_GROUP_MAX: usize = 512;
 pub const CLIENT_TOKEN_MAX: usize = 64;
+pub const SCHEDULE_NAME_MAX: usize = 64;
 pub const LOG_GROUP_PREFIX: &str = "/stackdrop/instance/";
 
 /// Kebab-case as Awsless (change-case's `paramCase`) does: `myWorker` -> `my-worker`,
@@ -107,6 +108,34 @@ pub fn deployment_id(bucket: &str, key: &str, version_id: Option<&str>) -> Strin
     format!("d-{}", hex(&h.finalize()[..8]))
 }
 
+/// The deployment of a bundle version on the AMIs its `resolve:ssm:` images resolved to
+/// (instance name -> AMI): `base` when it has none, so a bundle of fixed AMIs keeps one id per
+/// version; another id for every other set of AMIs (a new release behind the parameter).
+pub fn deployment_on(base: &str, resolved: &std::collections::BTreeMap<String, String>) -> String {
+    if resolved.is_empty() {
+        return base.to_string();
+    }
+    let mut h = Sha256::new();
+    h.update(base.as_bytes());
+    for (name, ami) in resolved {
+        for part in [name, ami] {
+            h.update([0]);
+            h.update(part.as_bytes());
+        }
+    }
+    format!("d-{}", hex(&h.finalize()[..8]))
+}
+
+/// The schedule group of one stack (EventBridge Scheduler: at most 64 of `[0-9A-Za-z-_.]`).
+pub fn schedule_group(app: &str, stack: &str) -> String {
+    shorten(&format!("stackdrop--{app}--{stack}"), SCHEDULE_NAME_MAX)
+}
+
+/// One schedule of one instance: `{instance}--start` or `{instance}--stop`.
+pub fn schedule_name(instance: &str, action: &str) -> String {
+    shorten(&format!("{instance}--{action}"), SCHEDULE_NAME_MAX)
+}
+
 /// A teardown is one request about one key: the delete marker's version (or the latest
 /// version, for a plain `{"action":"teardown"}`).
 pub fn teardown_id(bucket: &str, key: &str, version_id: Option<&str>) -> String {
@@ -167,6 +196,32 @@ mod tests {
         // Names differing only past the cut stay distinct.
         let other = resource_name(&"a".repeat(24), &"b".repeat(24), &"d".repeat(24));
         assert_ne!(role_name(&other, "d-1"), r);
+    }
+
+    #[test]
+    fn a_new_ami_behind_a_parameter_is_a_new_deployment() {
+        use std::collections::BTreeMap;
+        let base = deployment_id("b", "k", Some("v1"));
+        assert_eq!(deployment_on(&base, &BTreeMap::new()), base, "fixed AMIs");
+        let on = |ami: &str| {
+            deployment_on(
+                &base,
+                &BTreeMap::from([("web".to_string(), ami.to_string())]),
+            )
+        };
+        assert_eq!(on("ami-1"), on("ami-1"));
+        assert_ne!(on("ami-1"), on("ami-2"));
+        assert_ne!(on("ami-1"), base);
+        assert!(on("ami-1").starts_with("d-") && on("ami-1").len() == base.len());
+    }
+
+    #[test]
+    fn schedule_names_fit_scheduler() {
+        let g = schedule_group(&"a".repeat(40), &"s".repeat(40));
+        assert!(g.len() <= SCHEDULE_NAME_MAX && g.starts_with("stackdrop--"));
+        assert_eq!(schedule_group("shop", "web"), "stackdrop--shop--web");
+        assert_eq!(schedule_name("worker", "start"), "worker--start");
+        assert!(schedule_name(&"w".repeat(80), "stop").len() <= SCHEDULE_NAME_MAX);
     }
 
     #[test]

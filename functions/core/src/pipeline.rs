@@ -23,6 +23,8 @@ pub enum Decision {
     Start,
     /// The lease is ours: stop them.
     Stop,
+    /// The lease is ours: relaunch the current version's missing instances.
+    Reconcile,
     /// Another operation holds the stack: wait `wait` seconds and claim again.
     Wait,
     /// Another execution runs this same operation: this one yields.
@@ -107,12 +109,20 @@ impl Deployment {
     }
 
     /// The operation as the state store orders it.
+    /// A reconcile carries the deployment it relaunches under in `deployment` (the instance
+    /// steps work on that deployment's resources); as an operation it is `reconcile-{deployment}`.
     pub fn op(&self) -> Op {
+        let reconcile = self.action == OpAction::Reconcile;
         Op {
-            id: self.deployment.clone(),
+            id: if reconcile {
+                format!("reconcile-{}", self.deployment)
+            } else {
+                self.deployment.clone()
+            },
             action: self.action,
             source: format!("{}/{}", self.source.bucket, self.source.key),
             version: self.source.version_id.clone(),
+            target: reconcile.then(|| self.deployment.clone()),
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct Context {
     /// The deployer's permissions boundary, put on every role it creates.
     pub permissions_boundary: Option<String>,
     pub log_retention_days: u32,
+    /// Instance name -> the AMI its `resolve:ssm:` image resolved to (validate fills it in).
+    /// Part of the deployment id: the same bundle version on a newer AMI is a new deployment,
+    /// which is how `refresh` replaces instances whose image changed.
+    #[serde(default)]
+    pub resolved_images: BTreeMap<String, String>,
 }
 
 impl Default for Context {
@@ -54,6 +59,7 @@ impl Default for Context {
             account: None,
             permissions_boundary: None,
             log_retention_days: DEFAULT_LOG_RETENTION_DAYS,
+            resolved_images: BTreeMap::new(),
         }
     }
 }
@@ -87,6 +93,9 @@ pub struct InstancePlan {
     pub log_group: LogGroupPlan,
     pub security_group: SecurityGroupPlan,
     pub launch_template: LaunchTemplatePlan,
+    /// When EventBridge Scheduler starts and stops it (synced when the deployment is current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,8 +313,10 @@ pub fn plan(
     source: &Source,
     ctx: &Context,
 ) -> Result<Plan, Vec<Problem>> {
-    let deployment =
-        naming::deployment_id(&source.bucket, &source.key, source.version_id.as_deref());
+    let deployment = naming::deployment_on(
+        &naming::deployment_id(&source.bucket, &source.key, source.version_id.as_deref()),
+        &ctx.resolved_images,
+    );
     let mut problems = Vec::new();
     let mut instances = Vec::new();
     for instance in &config.instances {
@@ -372,6 +383,7 @@ pub fn plan(
             instance_type: instance.instance_type.clone(),
             architecture: crate::config::architecture_of(&instance.instance_type).into(),
             wait_for_termination: instance.wait_for_termination,
+            schedule: instance.schedule.clone(),
             deployment: deployment.clone(),
             tags,
             role: RolePlan {

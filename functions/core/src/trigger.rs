@@ -12,6 +12,11 @@ pub enum Action {
     Teardown,
     Start,
     Stop,
+    /// Re-resolve the current version's `resolve:ssm:` images; replace instances whose AMI
+    /// changed (no-op otherwise).
+    Refresh,
+    /// Relaunch the current version's instances that were terminated outside stackdrop.
+    Reconcile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +35,9 @@ pub struct Trigger {
     /// It came from S3 (an event), not from a person or a schedule asking.
     #[serde(default)]
     pub from_event: bool,
+    /// Start or stop only this instance of the stack (a per-instance schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// S3 notification keys: `+` is a space, then percent-decoding (as UTF-8).
@@ -87,6 +95,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
             version_id: str_at(detail, &["object", "version-id"]).map(Into::into),
             action,
             from_event: true,
+            instance: None,
         });
     }
     // S3 notification: {"Records":[{"eventName":"ObjectCreated:Put","s3":{...}}]}
@@ -116,6 +125,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
             version_id: str_at(s3, &["object", "versionId"]).map(Into::into),
             action,
             from_event: true,
+            instance: None,
         });
     }
     // Plain input from a schedule or the console.
@@ -126,12 +136,18 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
         Some("teardown") => Action::Teardown,
         Some("start") => Action::Start,
         Some("stop") => Action::Stop,
+        Some("refresh") => Action::Refresh,
+        Some("reconcile") => Action::Reconcile,
         Some(other) => {
             return Err(format!(
-            "unknown action {other:?} (expected \"deploy\", \"teardown\", \"start\" or \"stop\")"
+            "unknown action {other:?} (expected \"deploy\", \"teardown\", \"start\", \"stop\", \"refresh\" or \"reconcile\")"
         ))
         }
     };
+    let instance = str_at(v, &["instance"]).map(String::from);
+    if instance.is_some() && !matches!(action, Action::Start | Action::Stop) {
+        return Err("\"instance\" is for \"start\" and \"stop\" only".into());
+    }
     Ok(Trigger {
         bucket: bucket.into(),
         key: key.into(),
@@ -139,6 +155,7 @@ pub fn parse_trigger(v: &Value) -> Result<Trigger, String> {
         version_id: str_at(v, &["versionId"]).map(Into::into),
         action,
         from_event: false,
+        instance,
     })
 }
 
@@ -193,6 +210,16 @@ mod tests {
             (t.action, t.version_id.as_deref()),
             (Action::Teardown, Some("v"))
         );
+        let t = parse_trigger(&json!({"bucket":"b","key":"k.zip","action":"stop","instance":"w"}))
+            .unwrap();
+        assert_eq!((t.action, t.instance.as_deref()), (Action::Stop, Some("w")));
+        for (word, action) in [
+            ("refresh", Action::Refresh),
+            ("reconcile", Action::Reconcile),
+        ] {
+            let t = parse_trigger(&json!({"bucket":"b","key":"k","action":word})).unwrap();
+            assert_eq!(t.action, action);
+        }
     }
 
     #[test]
@@ -200,7 +227,12 @@ mod tests {
         assert_eq!(parse_trigger(&json!({"key":"k"})).unwrap_err(), "the input has no \"bucket\" (expected an S3 event or {\"bucket\",\"key\",\"versionId\"?,\"action\"?})");
         assert_eq!(
             parse_trigger(&json!({"bucket":"b","key":"k","action":"nuke"})).unwrap_err(),
-            "unknown action \"nuke\" (expected \"deploy\", \"teardown\", \"start\" or \"stop\")"
+            "unknown action \"nuke\" (expected \"deploy\", \"teardown\", \"start\", \"stop\", \"refresh\" or \"reconcile\")"
+        );
+        assert_eq!(
+            parse_trigger(&json!({"bucket":"b","key":"k","action":"deploy","instance":"w"}))
+                .unwrap_err(),
+            "\"instance\" is for \"start\" and \"stop\" only"
         );
         assert_eq!(
             parse_trigger(&json!({"Records":[]})).unwrap_err(),

@@ -9,10 +9,10 @@ use stackdrop_core::pipeline::{ExecutionState, FinishProgress, Outcome};
 /// desired one; a retry finds it current and goes on). Teardown: the stack stops being served.
 pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgress, Failure> {
     let d = &s.deployment;
-    if d.action.is_control() {
+    if matches!(d.action, OpAction::Start | OpAction::Stop) {
         return Err(Failure::new(
             Kind::InvalidInput,
-            "commit is for deploy and teardown",
+            "commit is for deploy, reconcile and teardown",
         ));
     }
     let store = clients.store();
@@ -20,7 +20,8 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
     let decided = store
         .update_stack(&d.stack_id, now_ms(), |state| {
             let f = match d.action {
-                OpAction::Deploy => {
+                // A reconcile's deployment is current already (AlreadyCurrent).
+                OpAction::Deploy | OpAction::Reconcile => {
                     lifecycle::finish(state, &d.owner, d.attempt, &d.deployment, true)
                 }
                 _ if lifecycle::holds(state, &d.owner, d.attempt) => Finish::MakeCurrent,
@@ -55,6 +56,7 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
         Finish::LeaseLost => return Err(store::lease_lost(&d.owner, d.attempt)),
     }
     let (status, detail) = match d.action {
+        OpAction::Reconcile => ("current", "the missing instances run again"),
         OpAction::Deploy => (
             "current",
             "the deployment is current; retiring the previous version",
@@ -63,6 +65,12 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
             "tearing-down",
             "the stack is no longer served; removing everything",
         ),
+    };
+    // Schedules follow what is served: the current deployment's, or none after a teardown.
+    let warning = match d.action {
+        OpAction::Deploy => crate::schedules::sync(clients, d).await?,
+        OpAction::Teardown => crate::schedules::delete(clients, d).await?,
+        _ => None,
     };
     store
         .record_step(
@@ -75,8 +83,9 @@ pub async fn commit(clients: &Clients, s: &ExecutionState) -> Result<FinishProgr
         )
         .await?;
     Ok(FinishProgress {
+        warning,
         outcome: Some(match d.action {
-            OpAction::Deploy => Outcome::Succeeded,
+            OpAction::Deploy | OpAction::Reconcile => Outcome::Succeeded,
             _ => Outcome::Deleted,
         }),
         ..FinishProgress::default()
@@ -106,12 +115,16 @@ pub async fn rollback(clients: &Clients, s: &ExecutionState) -> Result<FinishPro
         })
         .await?;
     let outcome = match decided {
+        // A relaunch that failed: the deployment stays current, the reconcile failed.
+        Finish::AlreadyCurrent if d.action == OpAction::Reconcile && error.is_some() => {
+            Outcome::Failed
+        }
         Finish::AlreadyCurrent => Outcome::Succeeded,
         Finish::RollBack { superseded: true } => Outcome::Superseded,
         _ if !failed_by_error => Outcome::Superseded,
         _ => Outcome::Failed,
     };
-    let warning = (decided == Finish::AlreadyCurrent)
+    let warning = (decided == Finish::AlreadyCurrent && outcome == Outcome::Succeeded)
         .then(|| {
             error.map(|e| {
                 format!(

@@ -5,6 +5,7 @@ mod commit;
 mod handler;
 mod power;
 mod report;
+mod schedules;
 
 use lambda_runtime::Error;
 use stackdrop_core::pipeline::Deployment;

@@ -1,6 +1,7 @@
 //! `power`: one round of starting (or stopping) the current version's instances; done when each
 //! is `running` (or `stopped`). Run twice, or delivered twice by a schedule, it changes nothing
-//! more: only instances not yet on their way are asked.
+//! more: only instances not yet on their way are asked. With one instance named (a
+//! per-instance schedule), only that one.
 
 use stackdrop_adapters::{ec2, now_s, Clients, Failure};
 use stackdrop_core::lifecycle::OpAction;
@@ -21,11 +22,15 @@ pub async fn round(clients: &Clients, s: &ExecutionState) -> Result<FinishProgre
         .await?
         .and_then(|st| st.current)
         .unwrap_or_default();
-    let tags = [
+    let mut tags = vec![
         ("stackdrop:app", d.app.as_str()),
         ("stackdrop:stack", d.stack.as_str()),
         ("stackdrop:deployment", current.as_str()),
     ];
+    // A per-instance schedule names its instance; the console may ask for the whole stack.
+    if let [only] = d.instances.as_slice() {
+        tags.push(("stackdrop:instance", only.as_str()));
+    }
     let found = ec2::find_instances(&clients.ec2, &tags, ec2::LIVE_STATES).await?;
     let start = d.action == OpAction::Start;
     let (target, ask_from): (&str, &[&str]) = if start {

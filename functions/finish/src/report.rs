@@ -33,16 +33,22 @@ pub async fn report(clients: &Clients, s: &ExecutionState) -> Result<Summary, Fa
         Decision::Noop | Decision::Claim | Decision::Wait => Outcome::Noop,
         Decision::Duplicate => Outcome::Duplicate,
         Decision::Superseded => Outcome::Superseded,
-        Decision::Deploy | Decision::Teardown | Decision::Start | Decision::Stop => {
-            progress.outcome.unwrap_or(Outcome::Failed)
-        }
+        Decision::Deploy
+        | Decision::Teardown
+        | Decision::Start
+        | Decision::Stop
+        | Decision::Reconcile => progress.outcome.unwrap_or(Outcome::Failed),
     };
     let error = s.error.as_ref().filter(|_| outcome == Outcome::Failed);
     let error_text = error.map(|e| format!("{}: {}", e.error, e.message()));
     let store = clients.store();
     let held = matches!(
         d.decision,
-        Decision::Deploy | Decision::Teardown | Decision::Start | Decision::Stop
+        Decision::Deploy
+            | Decision::Teardown
+            | Decision::Start
+            | Decision::Stop
+            | Decision::Reconcile
     );
     if held && !progress.lease_lost {
         release(clients, s, outcome, error_text.as_deref()).await?;
@@ -77,9 +83,13 @@ async fn record(
     {
         return Ok(());
     }
-    store
-        .finish_deployment(&d.stack_id, &d.deployment, status, error, now_ms())
-        .await?;
+    // A reconcile works under the current deployment: its record keeps the deploy's outcome
+    // and gets the reconcile as a step.
+    if d.action != OpAction::Reconcile {
+        store
+            .finish_deployment(&d.stack_id, &d.deployment, status, error, now_ms())
+            .await?;
+    }
     let detail = error
         .map(String::from)
         .or_else(|| d.reason.clone())
@@ -154,6 +164,7 @@ fn summarize(
             OpAction::Deploy => "the previous version (if any) keeps running; nothing of this attempt is left",
             OpAction::Teardown => "what was removed stays removed; the rest is as it was",
             OpAction::Start | OpAction::Stop => "instances already started or stopped stay so",
+            OpAction::Reconcile => "the instances that were running keep running",
         };
         format!("{e}. {what}. To retry, start a new execution with the same input (Step Functions console: New execution); a redrive only repeats this failure.")
     });

@@ -19,18 +19,44 @@ use std::sync::Arc;
 
 pub async fn handle(clients: &Clients, event: LambdaEvent<Value>) -> Result<Deployment, Failure> {
     let trigger = parse_trigger(&event.payload).map_err(|e| Failure::new(Kind::InvalidInput, e))?;
+    let arn = &event.context.invoked_function_arn;
     match trigger.action {
-        Action::Teardown | Action::Start | Action::Stop => {
+        Action::Teardown | Action::Start | Action::Stop | Action::Reconcile => {
             crate::teardown::resolve(clients, trigger).await
         }
-        Action::Deploy => deploy(clients, &event.context.invoked_function_arn, trigger).await,
+        Action::Deploy => deploy(clients, arn, trigger, None).await,
+        Action::Refresh => refresh(clients, arn, trigger).await,
     }
 }
 
+/// Refresh: the current version deployed again with its `resolve:ssm:` images resolved now. A
+/// new AMI makes a new deployment (replaced like an update: the old instances go once the new
+/// ones run); the same AMIs give the current deployment's id, and nothing happens.
+async fn refresh(
+    clients: &Clients,
+    function_arn: &str,
+    trigger: Trigger,
+) -> Result<Deployment, Failure> {
+    let (key, current, version) = match crate::teardown::current_version(clients, &trigger).await? {
+        Ok(found) => found,
+        Err(nothing) => return Ok(nothing),
+    };
+    let again = Trigger {
+        key,
+        alternate_key: None,
+        version_id: version,
+        action: Action::Deploy,
+        ..trigger
+    };
+    deploy(clients, function_arn, again, Some(current)).await
+}
+
+/// `refreshing`: the current deployment, when this re-deploys it to pick up new images.
 async fn deploy(
     clients: &Clients,
     function_arn: &str,
     trigger: Trigger,
+    refreshing: Option<String>,
 ) -> Result<Deployment, Failure> {
     let head = s3::head(
         &clients.s3,
@@ -51,6 +77,7 @@ async fn deploy(
         account: stackdrop_adapters::account_of(function_arn),
         permissions_boundary: clients.settings.permissions_boundary.clone(),
         log_retention_days: clients.settings.log_retention_days,
+        resolved_images: Default::default(),
     };
     let plan = match check(clients, &source, head.size, &ctx).await? {
         Ok(plan) => plan,
@@ -66,6 +93,16 @@ async fn deploy(
         now_ms(),
         now_s() + clients.settings.deadline_seconds,
     );
+    if let Some(current) = refreshing {
+        if current == plan.deployment {
+            out.decision = Decision::Noop;
+            out.reason = Some(format!(
+                "every image of {current} is still the newest: nothing to refresh"
+            ));
+            return Ok(out);
+        }
+        out.reason = Some(format!("refresh: {current} runs older images"));
+    }
     // A newer version is in the bucket already: this event arrived late. Record nothing.
     if let Some(version) = &source.version_id {
         let entries = s3::versions(&clients.s3, &source.bucket, &source.key).await?;
@@ -148,7 +185,8 @@ pub fn source_text(source: &Source) -> String {
     )
 }
 
-/// Reads and checks the bundle and its images; the plan, or every problem found.
+/// Reads and checks the bundle and its images; the plan, or every problem found. Images are
+/// resolved first: the AMIs `resolve:ssm:` images resolve to are part of the deployment id.
 async fn check(
     clients: &Clients,
     source: &Source,
@@ -159,18 +197,33 @@ async fn check(
         Ok(v) => v,
         Err(r) => return Ok(Err(r)),
     };
-    let names = Some((valid.config.app.clone(), valid.config.stack.clone()));
-    let rejected = |problems| Rejected {
-        problems,
-        names: names.clone(),
+    let (images, mut problems) = resolve_images(clients, &valid, &ctx.region).await?;
+    let mut ctx = ctx.clone();
+    ctx.resolved_images = valid
+        .config
+        .instances
+        .iter()
+        .zip(&images)
+        .filter(|(i, _)| i.image.as_image_id().starts_with(ec2::SSM_PREFIX))
+        .filter_map(|(i, image)| image.as_ref().map(|im| (i.name.clone(), im.id.clone())))
+        .collect();
+    let planned = plan::plan(&valid.config, &valid.root, source, &ctx);
+    let mut plan = match planned {
+        Ok(p) if problems.is_empty() => p,
+        other => {
+            problems.extend(other.err().unwrap_or_default());
+            return Ok(Err(Rejected {
+                problems,
+                names: Some((valid.config.app.clone(), valid.config.stack.clone())),
+            }));
+        }
     };
-    let mut plan = match plan::plan(&valid.config, &valid.root, source, ctx) {
-        Ok(p) => p,
-        Err(p) => return Ok(Err(rejected(p))),
-    };
-    let problems = check_images(clients, &valid, &mut plan, &ctx.region).await?;
-    if !problems.is_empty() {
-        return Ok(Err(rejected(problems)));
+    for (planned, image) in plan.instances.iter_mut().zip(images.into_iter().flatten()) {
+        planned.launch_template.image_id = image.id.clone();
+        if let Some(root) = image.root_device_name {
+            planned.launch_template.root_volume.device_name = root;
+        }
+        planned.launch_template.root_volume.size_gib = image.root_size_gib;
     }
     Ok(Ok(plan))
 }
@@ -206,20 +259,22 @@ async fn read(
     Ok(valid)
 }
 
-/// Resolves `resolve:ssm:` images, checks each AMI exists and fits the instance type.
-async fn check_images(
+/// Resolves `resolve:ssm:` images, checks each AMI exists and fits the instance type: each
+/// instance's image (None where it has a problem), and the problems.
+async fn resolve_images(
     clients: &Clients,
     valid: &ValidBundle,
-    plan: &mut Plan,
     region: &str,
-) -> Result<Vec<Problem>, Failure> {
+) -> Result<(Vec<Option<ec2::Image>>, Vec<Problem>), Failure> {
     let mut problems = Vec::new();
-    for (instance, planned) in valid.config.instances.iter().zip(plan.instances.iter_mut()) {
+    let mut images = Vec::new();
+    for instance in &valid.config.instances {
         let at = format!("{}/image", instance.pointer());
-        let ami = match ec2::resolve_image(&clients.ssm, &planned.image).await? {
+        let ami = match ec2::resolve_image(&clients.ssm, &instance.image.as_image_id()).await? {
             Ok(ami) => ami,
             Err(why) => {
                 problems.push(Problem::new("stack.json", at, why));
+                images.push(None);
                 continue;
             }
         };
@@ -227,18 +282,15 @@ async fn check_images(
             let why =
                 format!("{ami} does not exist in {region} (or is not shared with this account)");
             problems.push(Problem::new("stack.json", at, why));
+            images.push(None);
             continue;
         };
         if let Err(p) = validate::check_image_architecture(instance, &ami, &image.architecture) {
             problems.push(p);
         }
-        planned.launch_template.image_id = image.id.clone();
-        if let Some(root) = image.root_device_name {
-            planned.launch_template.root_volume.device_name = root;
-        }
-        planned.launch_template.root_volume.size_gib = image.root_size_gib;
+        images.push(Some(image));
     }
-    Ok(problems)
+    Ok((images, problems))
 }
 
 /// A rejected bundle: recorded in the stack's history (when it names its stack) and published,

@@ -1,0 +1,240 @@
+//! EventBridge Scheduler: the stack's schedule group and its start/stop schedules. The group is
+//! created with the stack's tags and is touched only when it carries them (a group of the same
+//! name that stackdrop did not create is left alone, never adopted or deleted). What to change is
+//! the core's decision ([`stackdrop_core::schedules::sync`]); every call here is safe to repeat.
+
+use crate::error::{code_of, Failure, Kind};
+use aws_sdk_scheduler::types::{
+    FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Tag, Target as SdkTarget,
+};
+use aws_sdk_scheduler::Client;
+use stackdrop_core::schedules::{Existing, Sync, Target, Wanted};
+
+const NOT_FOUND: &str = "ResourceNotFoundException";
+const CONFLICT: &str = "ConflictException";
+
+/// The stack a group belongs to: its `stackdrop:app` and `stackdrop:stack` tags.
+pub struct Owner<'a> {
+    pub app: &'a str,
+    pub stack: &'a str,
+}
+
+/// What is in the stack's group's place.
+#[derive(Debug)]
+pub enum Group {
+    Missing,
+    /// A group of that name without the stack's tags: never used, never deleted.
+    Foreign(String),
+    Ours(Vec<Existing>),
+}
+
+/// The stack's group and its schedules.
+pub async fn existing(client: &Client, group: &str, owner: &Owner<'_>) -> Result<Group, Failure> {
+    let arn = match client.get_schedule_group().name(group).send().await {
+        Ok(out) => out.arn().unwrap_or_default().to_string(),
+        Err(e) if code_of(&e) == Some(NOT_FOUND) => return Ok(Group::Missing),
+        Err(e) => return Err(Failure::aws("Scheduler GetScheduleGroup", e)),
+    };
+    if let Some(why) = not_ours(client, group, &arn, owner).await? {
+        return Ok(Group::Foreign(why));
+    }
+    let mut names = Vec::new();
+    let mut pages = client
+        .list_schedules()
+        .group_name(group)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Failure::aws("Scheduler ListSchedules", e))?;
+        names.extend(
+            page.schedules()
+                .iter()
+                .filter_map(|s| s.name().map(String::from)),
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        match client
+            .get_schedule()
+            .group_name(group)
+            .name(&name)
+            .send()
+            .await
+        {
+            Ok(s) => out.push(Existing {
+                name,
+                expression: s.schedule_expression().unwrap_or_default().into(),
+                timezone: s.schedule_expression_timezone().unwrap_or("UTC").into(),
+                input: s
+                    .target()
+                    .and_then(|t| t.input())
+                    .unwrap_or_default()
+                    .into(),
+                target_arn: s.target().map(|t| t.arn()).unwrap_or_default().into(),
+                role_arn: s.target().map(|t| t.role_arn()).unwrap_or_default().into(),
+            }),
+            Err(e) if code_of(&e) == Some(NOT_FOUND) => {}
+            Err(e) => return Err(Failure::aws("Scheduler GetSchedule", e)),
+        }
+    }
+    Ok(Group::Ours(out))
+}
+
+async fn not_ours(
+    client: &Client,
+    group: &str,
+    arn: &str,
+    owner: &Owner<'_>,
+) -> Result<Option<String>, Failure> {
+    let tags = client
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Failure::aws("Scheduler ListTagsForResource", e))?;
+    let has = |k: &str, v: &str| tags.tags().iter().any(|t| t.key() == k && t.value() == v);
+    if has("stackdrop:app", owner.app) && has("stackdrop:stack", owner.stack) {
+        return Ok(None);
+    }
+    Ok(Some(format!("schedule group {group} exists but was not created by stackdrop for {}/{} (no matching stackdrop:app/stackdrop:stack tags): its schedules were neither created nor deleted; rename or remove that group and deploy again", owner.app, owner.stack)))
+}
+
+/// Creates the stack's group (tagged with the stack) if it does not exist yet.
+pub async fn ensure_group(client: &Client, group: &str, owner: &Owner<'_>) -> Result<(), Failure> {
+    let tag = |k: &str, v: &str| {
+        Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+            .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))
+    };
+    let res = client
+        .create_schedule_group()
+        .name(group)
+        .tags(tag("stackdrop:app", owner.app)?)
+        .tags(tag("stackdrop:stack", owner.stack)?)
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if code_of(&e) == Some(CONFLICT) => Ok(()),
+        Err(e) => Err(Failure::aws("Scheduler CreateScheduleGroup", e)),
+    }
+}
+
+/// Does what `sync` says in `group`. A create that finds the schedule there already updates it
+/// (a retried step), an update that finds it gone creates it, a delete of a gone one is done.
+pub async fn apply(
+    client: &Client,
+    group: &str,
+    sync: &Sync,
+    target: &Target,
+) -> Result<(), Failure> {
+    for w in &sync.create {
+        match create(client, group, w, target).await {
+            Err(e) if e.message.contains(CONFLICT) => update(client, group, w, target).await?,
+            r => r?,
+        }
+    }
+    for w in &sync.update {
+        match update(client, group, w, target).await {
+            Err(e) if e.message.contains(NOT_FOUND) => create(client, group, w, target).await?,
+            r => r?,
+        }
+    }
+    for name in &sync.delete {
+        delete_schedule(client, group, name).await?;
+    }
+    Ok(())
+}
+
+fn parts(w: &Wanted, target: &Target) -> Result<(FlexibleTimeWindow, SdkTarget), Failure> {
+    let window = FlexibleTimeWindow::builder()
+        .mode(FlexibleTimeWindowMode::Off)
+        .build()
+        .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
+    let t = SdkTarget::builder()
+        .arn(&target.state_machine_arn)
+        .role_arn(&target.role_arn)
+        .input(&w.input)
+        .build()
+        .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))?;
+    Ok((window, t))
+}
+
+/// CreateSchedule and UpdateSchedule take the same whole schedule (their builders are two types
+/// with the same setters).
+macro_rules! whole_schedule {
+    ($req:expr, $group:expr, $w:expr, $target:expr, $what:literal) => {{
+        let (window, t) = parts($w, $target)?;
+        $req.group_name($group)
+            .name(&$w.name)
+            .description(format!("stackdrop: {} instance {}", $w.action, $w.instance))
+            .schedule_expression(&$w.expression)
+            .schedule_expression_timezone(&$w.timezone)
+            .flexible_time_window(window)
+            .target(t)
+            .state(ScheduleState::Enabled)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::aws($what, e))
+    }};
+}
+
+async fn create(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Failure> {
+    whole_schedule!(
+        client.create_schedule(),
+        group,
+        w,
+        target,
+        "Scheduler CreateSchedule"
+    )
+}
+
+async fn update(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Failure> {
+    whole_schedule!(
+        client.update_schedule(),
+        group,
+        w,
+        target,
+        "Scheduler UpdateSchedule"
+    )
+}
+
+async fn delete_schedule(client: &Client, group: &str, name: &str) -> Result<(), Failure> {
+    match client
+        .delete_schedule()
+        .group_name(group)
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if code_of(&e) == Some(NOT_FOUND) => Ok(()),
+        Err(e) => Err(Failure::aws("Scheduler DeleteSchedule", e)),
+    }
+}
+
+/// Deletes every schedule of the stack's group, then the group (teardown, or no schedule
+/// left). Nothing to do when the group is gone; a group that is not the stack's is left alone
+/// (the reason is returned).
+pub async fn delete_group(
+    client: &Client,
+    group: &str,
+    owner: &Owner<'_>,
+) -> Result<Option<String>, Failure> {
+    let schedules = match existing(client, group, owner).await? {
+        Group::Missing => return Ok(None),
+        Group::Foreign(why) => return Ok(Some(why)),
+        Group::Ours(s) => s,
+    };
+    for s in &schedules {
+        delete_schedule(client, group, &s.name).await?;
+    }
+    match client.delete_schedule_group().name(group).send().await {
+        Ok(_) => Ok(None),
+        Err(e) if code_of(&e) == Some(NOT_FOUND) => Ok(None),
+        Err(e) => Err(Failure::aws("Scheduler DeleteScheduleGroup", e)),
+    }
+}
