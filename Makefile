@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 -include mk/guest.mk
 -include mk/local.mk
 
-.PHONY: help build build-lambdas chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
+.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
 
 # The five Lambda functions and the CLI (debug: what the local environment runs).
 LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
@@ -80,6 +80,10 @@ CHAOS_SEEDS ?= 1-100
 CHAOS_PARALLEL ?= 4
 chaos: tools build-lambdas ## seeded chaos runs on local AWS (CHAOS_SEEDS=1-100, CHAOS_PARALLEL=4); results in bench/out/chaos.jsonl
 	$(PY) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) --parallel $(CHAOS_PARALLEL)
+
+BURST_STACKS ?= 100
+burst: tools build-lambdas ## BURST_STACKS (100) stacks uploaded at once under EC2's token buckets; figures in bench/out/burst.json
+	STACKS=$(BURST_STACKS) $(PY) bench/burst_bench.py
 
 FUZZ_SECONDS ?= 600
 fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not part of make test)

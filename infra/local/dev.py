@@ -103,6 +103,11 @@ class Stackdrop:
         self.emulator: subprocess.Popen | None = None
         self.env: stackdrop_local.LocalEnvProcess | None = None
         self.boundary_arn = f"arn:aws:iam::{ACCOUNT}:policy/{BOUNDARY_NAME}"
+        # execution ARN -> (key, version) of its input, which never changes: a long run lists
+        # thousands of executions, each described once.
+        self._about: dict[str, tuple[str | None, str | None]] = {}
+        self._about_lock = threading.Lock()
+        self._clients: dict[str, object] = {}
 
     @property
     def endpoint(self) -> str:
@@ -126,12 +131,21 @@ class Stackdrop:
         return env
 
     def client(self, service: str):
-        import boto3
-        from botocore.config import Config
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
-                            aws_access_key_id="test", aws_secret_access_key="test",
-                            config=Config(retries={"max_attempts": 3, "mode": "standard"},
-                                          s3={"addressing_style": "path"}, read_timeout=900))
+        """A boto3 client of local AWS, made once per service (botocore clients are
+        thread-safe; making one costs tens of milliseconds of CPU, which samplers and wait loops
+        would otherwise spend many times a second)."""
+        with self._about_lock:
+            c = self._clients.get(service)
+            if c is None:
+                import boto3
+                from botocore.config import Config
+                c = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                                 aws_access_key_id="test", aws_secret_access_key="test",
+                                 config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                               s3={"addressing_style": "path"}, read_timeout=900,
+                                               max_pool_connections=50))
+                self._clients[service] = c
+            return c
 
     def start(self) -> "Stackdrop":
         t0 = time.monotonic()
@@ -282,18 +296,28 @@ class Stackdrop:
         found = []
         arn = machine or self.deploy_machine_arn()
         for e in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn).build_full_result()["executions"]:
-            d = sfn.describe_execution(executionArn=e["executionArn"])
-            text = d.get("input", "")
-            try:
-                event = json.loads(text)
-            except ValueError:
-                continue
-            obj = (event.get("detail") or {}).get("object") or {}
-            k = obj.get("key", event.get("key"))
-            v = obj.get("version-id", event.get("versionId"))
+            with self._about_lock:
+                about = self._about.get(e["executionArn"])
+            if about is None:
+                about = self._input_of(sfn.describe_execution(executionArn=e["executionArn"]))
+                with self._about_lock:
+                    self._about[e["executionArn"]] = about
+            k, v = about
             if k == key and (version is None or v == version):
-                found.append(d)
+                found.append(sfn.describe_execution(executionArn=e["executionArn"]))
         return sorted(found, key=lambda d: d["startDate"])
+
+    @staticmethod
+    def _input_of(d: dict) -> tuple[str | None, str | None]:
+        """The key and version an execution's input names (an S3 event or a plain input)."""
+        try:
+            event = json.loads(d.get("input", ""))
+        except ValueError:
+            return None, None
+        if not isinstance(event, dict):
+            return None, None
+        obj = (event.get("detail") or {}).get("object") or {}
+        return obj.get("key", event.get("key")), obj.get("version-id", event.get("versionId"))
 
     def wait_execution(self, key: str, version: str | None = None, timeout: float = 180,
                        on_progress=None, machine: str | None = None) -> dict:

@@ -7,13 +7,15 @@
   it reaches moto (no side effect); the SDK retries, then the step's Retry does.
 * ``error``: the same with an HTTP 503.
 * ``delay``: an AWS call from a Lambda waits up to ``max_delay`` seconds before it is served.
+* ``s3_read_error``: a ranged S3 GET (the validator reading a bundle) answered with a 503, as S3
+  does under load.
 
 Plus EC2's published API request token buckets (``Ec2Buckets``): RunInstances and the other
 mutating actions each have a bucket that refills at a fixed rate; a call that finds its bucket
 empty gets ``RequestLimitExceeded``, as in a real account.
 
 A spec is ``"duplicate=0.3,lambda_timeout=0.1,throttle=0.05"`` (probabilities per event or
-call). Decisions come from one seeded ``random.Random``, so a seed replays the same sequence of
+call); ``"s3_read_error=#4"`` injects a fault into exactly the first 4 calls it applies to. Decisions come from one seeded ``random.Random``, so a seed replays the same sequence of
 decisions (the interleaving of threads still varies).
 """
 
@@ -25,7 +27,7 @@ import threading
 import time
 import urllib.parse
 
-KINDS = ("duplicate", "lambda_timeout", "throttle", "error", "delay")
+KINDS = ("duplicate", "lambda_timeout", "throttle", "error", "delay", "s3_read_error")
 
 # EC2's documented request token buckets (bucket size, refill per second), per action class.
 EC2_BUCKETS = {
@@ -41,17 +43,21 @@ EC2_MUTATING_PREFIXES = ("Create", "Delete", "Modify", "Authorize", "Revoke", "A
 
 
 def parse_spec(spec: str) -> dict[str, float]:
-    """``"duplicate=0.3,throttle=0.05"`` -> {"duplicate": 0.3, "throttle": 0.05}."""
+    """``"duplicate=0.3,throttle=0.05"`` -> {"duplicate": 0.3, "throttle": 0.05}. ``#N`` (the
+    first N calls) becomes -N."""
     rates: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in (spec or "").split(","))):
         name, _, value = part.partition("=")
         name = name.strip()
         if name not in KINDS:
             raise ValueError(f"unknown fault {name!r} (known: {', '.join(KINDS)})")
+        if value.strip().startswith("#") and value.strip()[1:].isdigit():
+            rates[name] = -float(value.strip()[1:])
+            continue
         try:
             rate = float(value)
         except ValueError:
-            raise ValueError(f"fault {name}: {value!r} is not a probability") from None
+            raise ValueError(f"fault {name}: {value!r} is not a probability nor #count") from None
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault {name}: {rate} is not between 0 and 1")
         rates[name] = rate
@@ -75,7 +81,13 @@ class Faults:
 
     def should(self, kind: str) -> bool:
         rate = self.rates.get(kind, 0.0)
-        if rate <= 0.0:
+        if rate < 0.0:  # the first N calls
+            with self._lock:
+                if self.injected[kind] >= -rate:
+                    return False
+                self.injected[kind] += 1
+                return True
+        if rate == 0.0:
             return False
         with self._lock:
             hit = self._rng.random() < rate

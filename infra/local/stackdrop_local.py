@@ -326,6 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
             return faultlib.throttle_response(faultlib.protocol_of(self.headers, action is not None))
         if f.should("error"):
             return faultlib.server_error_response()
+        if self.command == "GET" and "Range" in self.headers and f.should("s3_read_error"):
+            return faultlib.server_error_response()
         return None
 
     def _headers_for_upstream(self, host: str | None) -> list[tuple[str, str]]:

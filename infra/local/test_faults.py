@@ -23,6 +23,14 @@ def test_spec_parses_and_bad_specs_say_why():
         faults.parse_spec("error=often")
 
 
+def test_a_count_faults_exactly_the_first_calls():
+    f = faults.Faults.from_spec("s3_read_error=#3")
+    assert [f.should("s3_read_error") for _ in range(5)] == [True, True, True, False, False]
+    assert f.injected["s3_read_error"] == 3
+    with pytest.raises(ValueError, match="nor #count"):
+        faults.parse_spec("error=#x")
+
+
 def test_a_seed_replays_the_same_decisions():
     a = faults.Faults.from_spec("duplicate=0.5", seed=42)
     b = faults.Faults.from_spec("duplicate=0.5", seed=42)

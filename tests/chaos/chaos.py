@@ -196,20 +196,26 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=3)
     p.add_argument("--faults", default=FAULTS)
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "chaos.jsonl"))
+    p.add_argument("--fresh-every", type=int, default=20,
+                   help="a new local environment every N seeds (moto slows as its state grows)")
     a = p.parse_args()
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     # SIGTERM (a timeout, CI) stops the local environment too: the `finally` below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
-    sd = Stackdrop(port=0, lambda_port=0, quiet=True).start()
-    try:
-        with open(a.out, "w") as out:
-            def log(line):
-                print(line, flush=True)
-                out.write(line + "\n")
-            results = run_seeds(sd, seeds_of(a.seeds), a.parallel, a.faults, log)
-    finally:
-        sd.stop()
+    seeds = seeds_of(a.seeds)
+    results = []
+    with open(a.out, "w") as out:
+        def log(line):
+            print(line, flush=True)
+            out.write(line + "\n")
+            out.flush()
+        for i in range(0, len(seeds), a.fresh_every):
+            sd = Stackdrop(port=0, lambda_port=0, quiet=True).start()
+            try:
+                results += run_seeds(sd, seeds[i:i + a.fresh_every], a.parallel, a.faults, log)
+            finally:
+                sd.stop()
     failed = [r for r in results if not r["ok"]]
     print(f"chaos: {len(results) - len(failed)} passed, {len(failed)} failed in {time.monotonic() - t0:.0f}s")
     return 1 if failed else 0

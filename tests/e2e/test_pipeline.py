@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from conftest import BUCKET, ROOT, unique
+from conftest import BUCKET, ROOT, stack_record, unique
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 
@@ -271,3 +271,22 @@ def test_two_versions_back_to_back_newest_wins_older_superseded(sd, bundles):
                                           Key={"pk": {"S": f"stack#{app}/hello"}, "sk": {"S": "stack"}})["Item"]
     assert item["current"]["S"] == json.loads(e2["output"])["deployment"]
     assert item["status"]["S"] == "running"
+
+
+def test_s3_failing_to_serve_the_bundle_is_retried_not_called_invalid(sd, bundles):
+    """Chaos seed 100 found it: a ranged GET answered 503 past the SDK's retries made the bundle
+    `InvalidBundle` (not retried), so the newest version never deployed."""
+    app = unique("e2e-s3err")
+    key = f"{app}.zip"
+    sd.set_faults("s3_read_error=#4")  # the first read fails all 3 SDK attempts, then one more
+    try:
+        version = upload(sd, bundles.make(app), key)
+        ex = sd.wait_execution(key, version, timeout=240)
+        injected = sd.set_faults("")["injected"]["s3_read_error"]
+    finally:
+        sd.set_faults("")
+    assert injected == 4
+    assert ex["status"] == "SUCCEEDED" and json.loads(ex["output"])["status"] == "succeeded", ex
+    (inst,) = live_instances(sd, app)
+    assert inst["State"]["Name"] == "running"
+    assert "lastError" not in stack_record(sd, app), stack_record(sd, app)

@@ -127,6 +127,26 @@ pub struct S3Object {
     pub handle: Handle,
     pub requests: AtomicU64,
     pub bytes: AtomicU64,
+    /// The first read S3 failed (throttled, a 5xx, a dropped connection, the version gone): a
+    /// failure of the read, never a problem of the bundle ([`S3Object::read_failure`]).
+    pub failure: std::sync::Mutex<Option<Failure>>,
+}
+
+impl S3Object {
+    /// Why a read of the object failed, if one did: the validator saw only "cannot be read",
+    /// but this is the step's error (a throttle or 5xx is retried; a vanished version is
+    /// `BundleNotFound`), not the bundle's.
+    pub fn read_failure(&self) -> Option<Failure> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn failed(&self, f: Failure) -> SourceError {
+        let text = f.message.clone();
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(f);
+        }
+        SourceError(text)
+    }
 }
 
 impl ReadAt for S3Object {
@@ -151,22 +171,21 @@ impl ReadAt for S3Object {
             .send();
         self.handle.block_on(async {
             let out = fut.await.map_err(|e| {
-                SourceError(format!(
-                    "GetObject bytes {offset}-{end}: {}",
-                    Failure::aws("GetObject", e).message
-                ))
+                let what = format!("GetObject bytes {offset}-{end}");
+                let mut f = Failure::aws(&what, e);
+                if f.message.contains("NoSuchKey") || f.message.contains("NoSuchVersion") {
+                    f.kind = Kind::BundleNotFound;
+                }
+                self.failed(f)
             })?;
-            let body = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| SourceError(format!("reading bytes {offset}-{end}: {e}")))?;
+            let body = out.body.collect().await.map_err(|e| {
+                let why = format!("reading bytes {offset}-{end} of the bundle: {e}");
+                self.failed(Failure::new(Kind::Transient, why))
+            })?;
             let bytes = body.into_bytes().to_vec();
             if bytes.len() != len {
-                return Err(SourceError(format!(
-                    "asked for {len} bytes at {offset}, S3 answered {}",
-                    bytes.len()
-                )));
+                let why = format!("asked for {len} bytes at {offset}, S3 answered {}", bytes.len());
+                return Err(self.failed(Failure::new(Kind::Transient, why)));
             }
             Ok(bytes)
         })

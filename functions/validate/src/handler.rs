@@ -243,6 +243,7 @@ async fn read(
         handle: tokio::runtime::Handle::current(),
         requests: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        failure: Default::default(),
     });
     let reader = object.clone();
     let name = source.uri();
@@ -256,6 +257,11 @@ async fn read(
         bytes = object.bytes.load(Ordering::Relaxed),
         "bundle read"
     );
+    // S3 failed a read: the step fails with S3's error (retried when transient), and nothing
+    // is recorded against the bundle.
+    if let Some(f) = object.read_failure() {
+        return Err(f);
+    }
     Ok(valid)
 }
 
