@@ -786,6 +786,11 @@ esac
         let want = w.t().join("root/var/lib/stackdrop/worker/bundle.zip");
         assert_eq!(w.read("download-path"), format!("{}\n", want.display()));
         assert!(!want.exists(), "the bundle is left behind");
+        assert!(
+            r.calls.contains("aws s3api get-object --bucket stackdrop-bundles --key stacks/it's a $(key).zip --version-id 3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY "),
+            "{}",
+            r.calls
+        );
     }
 
     #[test]
@@ -1227,6 +1232,32 @@ print(json.dumps(out))
                 r.as_ref().is_err_and(|e| e.contains("validation saw")),
                 "{r:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_extractor_never_writes_through_a_link_or_outside_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("extract.py"), EXTRACT_PY).unwrap();
+        std::fs::write(d.join("b.zip"), bundle(&[(b"src/x", 0, b"data")])).unwrap();
+        std::fs::create_dir_all(d.join("outside")).unwrap();
+        for (link, name) in [("src", "a folder"), ("src/x", "a file")] {
+            let dest = d.join(format!("dest-{}", link.replace('/', "-")));
+            std::fs::create_dir_all(dest.join("src")).unwrap();
+            if link == "src" {
+                std::fs::remove_dir(dest.join("src")).unwrap();
+            }
+            std::os::unix::fs::symlink(d.join("outside").join("x"), dest.join(link)).unwrap();
+            let out = Command::new(python())
+                .args(["extract.py", "b.zip", ""])
+                .arg(&dest)
+                .arg("1000")
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{name}");
+            assert!(!d.join("outside/x").exists(), "written through {name} link");
         }
     }
 
