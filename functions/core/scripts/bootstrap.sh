@@ -68,6 +68,15 @@ sd_json() {
   printf '"%s"' "$s"
 }
 
+# gzip -dc, or Python's where the image has no gzip.
+sd_gunzip() {
+  if command -v gzip >/dev/null; then
+    gzip -dc
+  else
+    python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))'
+  fi
+}
+
 # Any bytes as UTF-8 text (a command's log may hold anything).
 sd_text() {
   python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))'
@@ -118,7 +127,7 @@ trap sd_on_exit EXIT
 install -d -m 0700 -- "$SD_STATE"
 
 sd_step tools "(deployment $SD_DEPLOYMENT)"
-for tool in aws python3 curl base64 gzip systemctl; do
+for tool in aws python3 curl base64 systemctl; do
   command -v "$tool" >/dev/null || sd_die "$tool is not installed on this image"
 done
 
@@ -158,7 +167,7 @@ mv -- "$SD_DIR.new" "$SD_DIR"
 sd_try chown -R -- "$SD_USER:" "$SD_DIR"
 
 sd_step environment
-printf '%s' "$SD_ENV_GZ" | base64 -d | gzip -dc >"$SD_ETC/$SD_INSTANCE.env"
+printf '%s' "$SD_ENV_GZ" | base64 -d | sd_gunzip >"$SD_ETC/$SD_INSTANCE.env"
 chmod 0640 -- "$SD_ETC/$SD_INSTANCE.env"
 sd_try chgrp -- "$SD_GID" "$SD_ETC/$SD_INSTANCE.env"
 

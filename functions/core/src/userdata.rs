@@ -159,9 +159,11 @@ fn payload_gzip_b64() -> &'static str {
 
 /// The end of the user data: unpack the payload (above, in `SD_BOOTSTRAP_GZ`) and run it.
 const LOADER: &str = r#"set -euo pipefail
-command -v gzip >/dev/null || { echo "stackdrop bootstrap failed: step load: gzip is not installed on this image" | tee "$SD_ROOT/dev/console"; exit 1; }
+sd_gunzip() {
+  if command -v gzip >/dev/null; then gzip -dc; else python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))'; fi
+}
 install -d -m 0755 -- "$SD_ROOT/usr/local/lib/stackdrop"
-printf %s "$SD_BOOTSTRAP_GZ" | base64 -d | gzip -dc >"$SD_ROOT/usr/local/lib/stackdrop/bootstrap.sh"
+printf %s "$SD_BOOTSTRAP_GZ" | base64 -d | sd_gunzip >"$SD_ROOT/usr/local/lib/stackdrop/bootstrap.sh"
 # shellcheck source=/dev/null
 . "$SD_ROOT/usr/local/lib/stackdrop/bootstrap.sh"
 "#;
@@ -834,6 +836,18 @@ esac
                 r.console
             );
         }
+    }
+
+    #[test]
+    fn without_gzip_python_unpacks_the_payload() {
+        let w = World::new(&good_bundle());
+        std::fs::remove_file(w.t().join("bin/gzip")).unwrap();
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(r.tags(), ["ok"]);
+        assert!(w
+            .read("root/etc/stackdrop/worker.env")
+            .contains("export INSTANCE='worker'\n"));
     }
 
     #[test]
