@@ -12,6 +12,8 @@ shopt -s inherit_errexit
 umask 022
 
 SD_PID=$BASHPID
+# Lines above this file's first in the sourced payload: errors name this file's lines.
+SD_LINES=$((LINENO - 16))
 SD_STEP=begin
 SD_ERR=
 SD_REPORTED=
@@ -107,7 +109,7 @@ sd_report() {
 }
 
 sd_on_err() {
-  [ -n "$SD_ERR" ] || SD_ERR="line $2: $3 exited $1"
+  [ -n "$SD_ERR" ] || SD_ERR="bootstrap.sh line $(($2 - SD_LINES)): $3 exited $1"
 }
 
 sd_on_exit() {

@@ -142,8 +142,7 @@ fn gzip_b64(data: &[u8]) -> String {
 }
 
 /// The script the instance writes to `/usr/local/lib/stackdrop/bootstrap.sh` and runs: the two
-/// helpers as variables, then [`BOOTSTRAP_SH`] (so its line numbers, in error reports, are the
-/// repository file's plus two).
+/// helpers as variables, then [`BOOTSTRAP_SH`] (whose error reports name its own lines).
 pub fn payload() -> String {
     format!(
         "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\n{BOOTSTRAP_SH}",
@@ -497,7 +496,7 @@ case $me in
       is-active) s=$(cat -- "$T/state" 2>/dev/null || echo active); echo "$s"; [ "$s" = active ] ;;
       show) case $2 in --property=NRestarts) cat -- "$T/restarts" 2>/dev/null || echo 0 ;; *) cat -- "$T/status" 2>/dev/null || echo 0 ;; esac ;;
     esac ;;
-  getent) [ -e "$T/user-exists" ] || exit 2; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
+  getent) [ -e "$T/user-exists" ] || exit 2; fail getent; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
   useradd) fail useradd; touch "$T/user-exists"; mkdir -p -- "$T/home/${!#}" ;;
   chown|chgrp) fail "$me" ;;
   sleep) ;;
@@ -848,6 +847,22 @@ esac
         assert!(w
             .read("root/etc/stackdrop/worker.env")
             .contains("export INSTANCE='worker'\n"));
+    }
+
+    #[test]
+    fn an_unexpected_failure_names_the_line_of_bootstrap_sh() {
+        let w = World::new(&good_bundle());
+        w.set("user-exists", "");
+        w.set("fail-getent", "getent: broken");
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        let line = BOOTSTRAP_SH
+            .lines()
+            .position(|l| l.starts_with("SD_HOME=$(getent"))
+            .unwrap()
+            + 1;
+        r.assert_failed(&format!(
+            "step user: bootstrap.sh line {line}: SD_HOME=$(getent passwd \"$SD_USER\" | cut -d: -f6) exited 1"
+        ));
     }
 
     #[test]
