@@ -866,6 +866,22 @@ esac
     }
 
     #[test]
+    fn an_ok_that_cannot_be_tagged_is_a_failure() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "fail-create-tags",
+            "An error occurred (UnauthorizedOperation)",
+        );
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(!r.status.success());
+        assert_eq!(r.tags(), ["ok", "failed"], "both tried, both refused");
+        assert!(!r.console.contains("bootstrap ok"), "{}", r.console);
+        assert!(r.console.contains(
+            "stackdrop bootstrap failed: step report: the tag stackdrop:bootstrap=ok could not be written"
+        ), "{}", r.console);
+    }
+
+    #[test]
     fn a_missing_tool_fails_the_bootstrap_before_anything_runs() {
         let w = World::new(&good_bundle());
         std::fs::remove_file(w.t().join("bin/python3")).unwrap();
