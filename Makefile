@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 -include mk/guest.mk
 -include mk/local.mk
 
-.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint fmt clean
+.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint lint-scripts fmt clean
 
 # The five Lambda functions and the CLI (debug: what the local environment runs).
 LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
@@ -90,9 +90,17 @@ fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not par
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	mkdir -p fuzz/corpus/bundle && cd fuzz && $(CARGO) +nightly fuzz run bundle corpus/bundle seeds -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
-lint: ## clippy and rustfmt check
+lint: lint-scripts ## clippy and rustfmt check, and the instance's scripts
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) fmt --all --check
+
+# The scripts the instance runs (functions/core/scripts, embedded in the user data). The body's
+# SD_* variables are set by the user data above it (SC2154 here); `cargo test -p stackdrop-core`
+# also lints the rendered whole, where they are set.
+lint-scripts: ## shellcheck and compile the bootstrap's scripts (apt-get install shellcheck)
+	@command -v shellcheck >/dev/null || { echo "make lint-scripts: needs shellcheck (apt-get install shellcheck)" >&2; exit 1; }
+	shellcheck --shell=bash --severity=style --exclude=SC2154 functions/core/scripts/bootstrap.sh
+	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f, feature_version=(3, 9)) for f in sys.argv[1:]]' functions/core/scripts/*.py  # Amazon Linux 2023 has Python 3.9
 
 fmt: ## format the code
 	$(CARGO) fmt --all

@@ -118,7 +118,17 @@ pub fn read_folder(dir: &Path) -> Result<Bundle, Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Bundle::from_files(files, app, stack))
+    // With their sizes: the plan bounds what each instance's extraction may write.
+    let sized = files
+        .into_iter()
+        .map(|f| {
+            let size = std::fs::metadata(dir.join(&f))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            (f, size)
+        })
+        .collect();
+    Ok(Bundle::from_sized_files(sized, app, stack))
 }
 
 pub struct ZipStats {

@@ -133,12 +133,7 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
                 Err(p) => return Ok(Outcome::Invalid(p)),
             };
             // The offline plan catches the size limits (user data, policy) too.
-            if let Err(p) = plan::plan(
-                &valid.config,
-                &valid.root,
-                &default_source(&path, None),
-                &Context::default(),
-            ) {
+            if let Err(p) = plan::plan(&valid, &default_source(&path, None), &Context::default()) {
                 return Ok(Outcome::Invalid(p));
             }
             println!("{}: valid ({})", path.display(), summary(&valid));
@@ -169,7 +164,7 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
                 permissions_boundary,
                 ..Context::default()
             };
-            let plan = match plan::plan(&valid.config, &valid.root, &source, &ctx) {
+            let plan = match plan::plan(&valid, &source, &ctx) {
                 Ok(p) => p,
                 Err(p) => return Ok(Outcome::Invalid(p)),
             };

@@ -14,6 +14,8 @@ struct Status {
     desired: Option<DeploymentRecord>,
     /// The last operations' attempts: execution, status, console link.
     executions: Vec<String>,
+    /// The stack's EventBridge Scheduler schedules: name, expression, time zone.
+    schedules: Vec<String>,
 }
 
 /// Runs a future on a one-thread runtime (the CLI's AWS commands are a handful of calls).
@@ -32,6 +34,7 @@ const FINAL: &[&str] = &[
 async fn load(
     store: &Store,
     sfn: &aws_sdk_sfn::Client,
+    scheduler: &aws_sdk_scheduler::Client,
     stack_id: &str,
 ) -> Result<Option<Status>, Fatal> {
     let fatal = |e: stackdrop_adapters::Failure| Fatal(e.to_string());
@@ -50,13 +53,34 @@ async fn load(
     };
     let records = store.deployments(stack_id).await.map_err(fatal)?;
     let executions = crate::executions::recent(sfn, &records, 5).await;
+    let schedules = schedules(scheduler, stack_id).await;
     Ok(Some(Status {
         stack_id: stack_id.to_string(),
         stack,
         current,
         desired,
         executions,
+        schedules,
     }))
+}
+
+/// The stack's schedules as Scheduler has them (a line saying why, if it cannot tell).
+async fn schedules(scheduler: &aws_sdk_scheduler::Client, stack_id: &str) -> Vec<String> {
+    use stackdrop_adapters::scheduler::{existing, Group, Owner};
+    let (app, stack) = stack_id.split_once('/').unwrap_or_default();
+    let group = stackdrop_core::naming::schedule_group(app, stack);
+    match existing(scheduler, &group, &Owner { app, stack }).await {
+        Ok(Group::Ours(mut found)) => {
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            found
+                .iter()
+                .map(|s| format!("{} {} {}", s.name, s.expression, s.timezone))
+                .collect()
+        }
+        Ok(Group::Missing) => vec![],
+        Ok(Group::Foreign(why)) => vec![why],
+        Err(e) => vec![format!("unknown ({})", e.message)],
+    }
 }
 
 async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
@@ -172,6 +196,16 @@ fn render(s: &Status) -> String {
             out.push_str(&format!("  error: {e}\n"));
         }
     }
+    if !s.schedules.is_empty() {
+        let (app, stack) = s.stack_id.split_once('/').unwrap_or_default();
+        out.push_str(&format!(
+            "\nschedules (group {}):\n",
+            stackdrop_core::naming::schedule_group(app, stack)
+        ));
+        for line in &s.schedules {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     if !s.executions.is_empty() {
         out.push_str("\nrecent operations (newest first):\n");
         for line in &s.executions {
@@ -191,6 +225,7 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = Store::new(aws_sdk_dynamodb::Client::new(&conf), table);
         let sfn = aws_sdk_sfn::Client::new(&conf);
+        let scheduler = aws_sdk_scheduler::Client::new(&conf);
         let ids = match &stack {
             Some(s) => vec![s.clone()],
             None => all_stacks(&store).await?,
@@ -202,7 +237,7 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
         loop {
             let mut statuses = Vec::new();
             for id in &ids {
-                match load(&store, &sfn, id).await? {
+                match load(&store, &sfn, &scheduler, id).await? {
                     Some(s) => statuses.push(s),
                     None if stack.is_some() => {
                         return Err(Fatal(format!(

@@ -184,7 +184,10 @@ impl ReadAt for S3Object {
             })?;
             let bytes = body.into_bytes().to_vec();
             if bytes.len() != len {
-                let why = format!("asked for {len} bytes at {offset}, S3 answered {}", bytes.len());
+                let why = format!(
+                    "asked for {len} bytes at {offset}, S3 answered {}",
+                    bytes.len()
+                );
                 return Err(self.failed(Failure::new(Kind::Transient, why)));
             }
             Ok(bytes)

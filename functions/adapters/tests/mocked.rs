@@ -11,6 +11,7 @@ use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use stackdrop_adapters::{ec2, Kind};
 use stackdrop_core::config::parse_config;
 use stackdrop_core::plan::{plan, Context, InstancePlan, Source};
+use stackdrop_core::validate::ValidBundle;
 
 fn instance_plan() -> InstancePlan {
     let c = parse_config(
@@ -23,7 +24,12 @@ fn instance_plan() -> InstancePlan {
         key: "k.zip".into(),
         version_id: Some("v1".into()),
     };
-    plan(&c, "", &src, &Context::default())
+    let valid = ValidBundle {
+        config: c,
+        root: String::new(),
+        code_bytes: Default::default(),
+    };
+    plan(&valid, &src, &Context::default())
         .unwrap()
         .instances
         .remove(0)

@@ -47,21 +47,48 @@ pub struct Bundle {
     pub root: String,
     /// Every file (not directory) path relative to the root, '/'-separated, sorted, unique.
     pub files: Vec<String>,
+    /// Every file entry as extraction writes it: its path relative to the root and its
+    /// inflated size from the central directory, in zip order, duplicates included.
+    pub sizes: Vec<(String, u64)>,
     pub app_json: Vec<u8>,
     pub stack_json: Vec<u8>,
 }
 
 impl Bundle {
-    /// For a folder on disk (the CLI walks it): files relative to the folder.
-    pub fn from_files(mut files: Vec<String>, app_json: Vec<u8>, stack_json: Vec<u8>) -> Bundle {
+    /// For a folder on disk (the CLI walks it): files relative to the folder, sizes unknown (0).
+    pub fn from_files(files: Vec<String>, app_json: Vec<u8>, stack_json: Vec<u8>) -> Bundle {
+        let sized = files.into_iter().map(|f| (f, 0)).collect();
+        Bundle::from_sized_files(sized, app_json, stack_json)
+    }
+
+    /// For a folder on disk: files relative to the folder, with their sizes in bytes.
+    pub fn from_sized_files(
+        sizes: Vec<(String, u64)>,
+        app_json: Vec<u8>,
+        stack_json: Vec<u8>,
+    ) -> Bundle {
+        let mut files: Vec<String> = sizes.iter().map(|(f, _)| f.clone()).collect();
         files.sort();
         files.dedup();
         Bundle {
             root: String::new(),
             files,
+            sizes,
             app_json,
             stack_json,
         }
+    }
+
+    /// The bytes extracting `folder` writes (the sum of its file entries' inflated sizes, as
+    /// the central directory gives them; `""` is the whole bundle): the bound the instance's
+    /// extractor enforces.
+    pub fn folder_bytes(&self, folder: &str) -> u64 {
+        let folder = folder.trim_end_matches('/');
+        let prefix = format!("{folder}/");
+        self.sizes
+            .iter()
+            .filter(|(f, _)| folder.is_empty() || f.starts_with(&prefix))
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     /// True when some file lies under `folder` (a normalized relative path like "src/worker",
@@ -523,6 +550,13 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
         ));
     }
 
+    problems.extend(file_folder_conflicts(&paths).into_iter().map(|file| {
+        Problem::file(
+            name,
+            format!("entry {file:?} is a file, and a folder of other entries"),
+        )
+    }));
+
     let root = common_root(&paths);
     let mut files: Vec<String> = paths
         .iter()
@@ -531,6 +565,14 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
         .collect();
     files.sort();
     files.dedup();
+    let sizes: Vec<(String, u64)> = paths
+        .iter()
+        .filter(|(_, is_dir, _)| !is_dir)
+        .filter_map(|(path, _, i)| {
+            let path = path.strip_prefix(root.as_str())?;
+            Some((path.to_string(), entries[*i].size))
+        })
+        .collect();
 
     let mut json = |file: &str| -> Vec<u8> {
         let wanted = format!("{root}{file}");
@@ -571,9 +613,30 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
     Ok(Bundle {
         root,
         files,
+        sizes,
         app_json,
         stack_json,
     })
+}
+
+/// Files that other entries need as a folder ("a" and "a/b"): no file system can hold both, so
+/// no extraction could. At most [`MAX_LISTED_NAMES`], sorted.
+fn file_folder_conflicts(paths: &[(String, bool, usize)]) -> Vec<String> {
+    let files: std::collections::BTreeSet<&str> = paths
+        .iter()
+        .filter(|(_, is_dir, _)| !is_dir)
+        .map(|(p, _, _)| p.as_str())
+        .collect();
+    let mut conflicts = std::collections::BTreeSet::new();
+    for (path, is_dir, _) in paths {
+        let folders = path.match_indices('/').map(|(i, _)| &path[..i]);
+        for folder in folders.chain(is_dir.then_some(path.as_str())) {
+            if files.contains(folder) {
+                conflicts.insert(folder.to_string());
+            }
+        }
+    }
+    conflicts.into_iter().take(MAX_LISTED_NAMES).collect()
 }
 
 /// "X/" when every entry lies under the same top folder X and at least one file does, else "".
@@ -1245,6 +1308,53 @@ mod tests {
         );
         let b = read(&zip).unwrap();
         assert_eq!(b.files, strings(&["a/b/c", "app.json", "stack.json"]));
+    }
+
+    #[test]
+    fn a_file_that_is_also_a_folder_is_rejected() {
+        let zip = raw_zip(
+            &with_json(vec![
+                Raw::stored("src", b"a file"),
+                Raw::stored("src/x", b"and a folder"),
+                Raw::stored("lib/", b""),
+                Raw::stored("./lib", b"a file where a folder entry is"),
+            ]),
+            false,
+        );
+        assert_eq!(
+            errors(&zip),
+            strings(&[
+                r#"stack.zip: entry "lib" is a file, and a folder of other entries"#,
+                r#"stack.zip: entry "src" is a file, and a folder of other entries"#,
+            ])
+        );
+    }
+
+    #[test]
+    fn sizes_count_every_file_entry_as_extraction_writes_it() {
+        let zip = raw_zip(
+            &with_json(vec![
+                Raw::stored("./w/a", b"12345"),
+                Raw::stored("w//a", b"123"),
+                Raw::stored("w/", b""),
+                Raw::stored("x/b", b"1"),
+                Raw::stored("__MACOSX/w/._a", b"junk"),
+            ]),
+            false,
+        );
+        let b = read(&zip).unwrap();
+        assert_eq!(b.folder_bytes("w"), 8, "both copies of w/a are written");
+        assert_eq!(b.folder_bytes("w/"), 8);
+        assert_eq!(b.folder_bytes("x"), 1);
+        assert_eq!(b.folder_bytes("nope"), 0);
+        let json = (APP.len() + STACK.len()) as u64;
+        assert_eq!(b.folder_bytes(""), 9 + json);
+        let b = Bundle::from_sized_files(
+            vec![("a/x".into(), 3), ("a/y".into(), 4), ("b".into(), 5)],
+            vec![],
+            vec![],
+        );
+        assert_eq!((b.folder_bytes("a"), b.folder_bytes("")), (7, 12));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::config::{Config, Instance};
 use crate::naming;
 use crate::problem::{join, Problem};
 use crate::userdata::{self, UserDataInput, USER_DATA_MAX};
+use crate::validate::ValidBundle;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -85,6 +86,10 @@ pub struct InstancePlan {
     /// The architecture the instance type needs (`x86_64`, `arm64`, ...).
     pub architecture: String,
     pub wait_for_termination: bool,
+    /// The bytes extracting its code folder writes, as validation saw them in the zip: the
+    /// instance's extractor writes no more.
+    #[serde(default)]
+    pub code_bytes: u64,
     /// The deployment this plan belongs to: it owns the role, profile, group and template.
     pub deployment: String,
     pub tags: BTreeMap<String, String>,
@@ -305,14 +310,12 @@ pub fn inline_policy(
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-/// Plans every instance of the stack. `zip_root` is the folder the bundle's files sit under
-/// ("" or "name/"). Problems: user data over 16 KB, an inline policy over IAM's limit.
-pub fn plan(
-    config: &Config,
-    zip_root: &str,
-    source: &Source,
-    ctx: &Context,
-) -> Result<Plan, Vec<Problem>> {
+/// Plans every instance of the stack from a validated bundle: its configuration, the folder
+/// its files sit under (`root`, "" or "name/") and what extracting each code folder writes
+/// (`code_bytes`). Problems: user data over 16 KB, an inline policy over IAM's limit.
+pub fn plan(valid: &ValidBundle, source: &Source, ctx: &Context) -> Result<Plan, Vec<Problem>> {
+    let config = &valid.config;
+    let zip_root = valid.root.as_str();
     let deployment = naming::deployment_on(
         &naming::deployment_id(&source.bucket, &source.key, source.version_id.as_deref()),
         &ctx.resolved_images,
@@ -326,6 +329,7 @@ pub fn plan(
             "" => zip_root.to_string(),
             code => format!("{zip_root}{code}/"),
         };
+        let code_bytes = valid.code_bytes.get(&instance.name).copied().unwrap_or(0);
         let user_data = userdata::render(&UserDataInput {
             app: &config.app,
             stack: &config.stack,
@@ -337,6 +341,7 @@ pub fn plan(
             key: &source.key,
             version_id: source.version_id.as_deref(),
             zip_prefix: &zip_prefix,
+            max_bytes: code_bytes,
             user: &instance.user,
             command: instance.command.as_deref(),
             environment: &instance.environment,
@@ -383,6 +388,7 @@ pub fn plan(
             instance_type: instance.instance_type.clone(),
             architecture: crate::config::architecture_of(&instance.instance_type).into(),
             wait_for_termination: instance.wait_for_termination,
+            code_bytes,
             schedule: instance.schedule.clone(),
             deployment: deployment.clone(),
             tags,
@@ -498,6 +504,20 @@ mod tests {
 
     const APP: &[u8] = br#"{"name":"my-app"}"#;
 
+    /// A validated bundle of `config` under `root`, each code folder 1000 bytes.
+    fn valid(config: Config, root: &str) -> ValidBundle {
+        let code_bytes = config
+            .instances
+            .iter()
+            .map(|i| (i.name.clone(), 1000))
+            .collect();
+        ValidBundle {
+            config,
+            root: root.into(),
+            code_bytes,
+        }
+    }
+
     fn config(instance: &str) -> Config {
         parse_config(
             APP,
@@ -528,7 +548,7 @@ mod tests {
 
     #[test]
     fn names_tags_and_ids() {
-        let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
+        let p = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
         let i = &p.instances[0];
         assert_eq!(i.resource_name, "my-app--jobs--instance--worker");
         let owned = format!("my-app--jobs--instance--worker--{}", p.deployment);
@@ -562,7 +582,7 @@ mod tests {
 
     #[test]
     fn launch_template_is_secure_by_default() {
-        let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
+        let p = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
         let lt = &p.instances[0].launch_template;
         assert_eq!(lt.metadata.http_tokens, "required");
         assert_eq!(lt.metadata.http_put_response_hop_limit, 1);
@@ -573,7 +593,7 @@ mod tests {
 
     #[test]
     fn role_has_declared_permissions_plus_exactly_what_the_instance_needs() {
-        let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
+        let p = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
         let role = &p.instances[0].role;
         assert_eq!(
             role.trust_policy["Statement"][0]["Principal"]["Service"],
@@ -610,7 +630,7 @@ mod tests {
             key: "a*b?$.zip".into(),
             version_id: None,
         };
-        let p = plan(&config(WORKER), "", &src, &Context::default()).unwrap();
+        let p = plan(&valid(config(WORKER), ""), &src, &Context::default()).unwrap();
         let st = &p.instances[0].role.inline_policy["Statement"][1];
         assert_eq!(st["Action"], "s3:GetObject");
         assert_eq!(st["Resource"], "arn:aws:s3:::b/a${*}b${?}${$}.zip");
@@ -624,7 +644,7 @@ mod tests {
             format!(r#"{{"name":"jobs","instances":{{"worker":{WORKER}}}}}"#).as_bytes(),
         )
         .unwrap();
-        let p = plan(&c, "", &source(), &ctx()).unwrap();
+        let p = plan(&valid(c, ""), &source(), &ctx()).unwrap();
         assert_eq!(
             p.instances[0].security_group.ingress,
             vec![Ingress {
@@ -637,14 +657,16 @@ mod tests {
 
     #[test]
     fn user_data_points_at_the_code_folder_under_the_zip_root() {
-        let p = plan(&config(WORKER), "project/", &source(), &ctx()).unwrap();
+        let p = plan(&valid(config(WORKER), "project/"), &source(), &ctx()).unwrap();
         assert!(p.instances[0]
             .launch_template
             .user_data
             .contains("SD_PREFIX='project/src/worker/'"));
         let whole = plan(
-            &config(r#"{"image":"ami-12345678","type":"t3.medium","code":"."}"#),
-            "",
+            &valid(
+                config(r#"{"image":"ami-12345678","type":"t3.medium","code":"."}"#),
+                "",
+            ),
             &source(),
             &ctx(),
         )
@@ -657,14 +679,27 @@ mod tests {
 
     #[test]
     fn user_data_over_16kb_names_the_instance() {
+        // Values that do not compress (the environment travels gzipped).
+        let mut seed = 1u64;
+        let mut noise = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    char::from(
+                        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                            [(seed >> 33) as usize % 62],
+                    )
+                })
+                .collect()
+        };
         let env: Vec<String> = (0..40)
-            .map(|i| format!(r#""VAR_{i}":"{}""#, "x".repeat(400)))
+            .map(|i| format!(r#""VAR_{i}":"{}""#, noise(400)))
             .collect();
         let c = config(&format!(
             r#"{{"image":"ami-12345678","type":"t3.medium","code":".","environment":{{{}}}}}"#,
             env.join(",")
         ));
-        let e = plan(&c, "", &source(), &ctx()).unwrap_err();
+        let e = plan(&valid(c, ""), &source(), &ctx()).unwrap_err();
         assert_eq!(e.len(), 1);
         let msg = e[0].to_string();
         assert!(
@@ -688,7 +723,7 @@ mod tests {
             format!(r#"{{"name":"jobs","instances":{{{}}}}}"#, inst.join(",")).as_bytes(),
         )
         .unwrap();
-        let p = plan(&c, "some-root-folder/", &source(), &ctx()).unwrap();
+        let p = plan(&valid(c, "some-root-folder/"), &source(), &ctx()).unwrap();
         assert_eq!(p.instances.len(), 20);
         for i in &p.instances {
             assert!(
@@ -706,7 +741,7 @@ mod tests {
             r#"{{"image":"ami-12345678","type":"t3.medium","code":".","permissions":[{}]}}"#,
             perms.join(",")
         ));
-        let e = plan(&c, "", &source(), &ctx()).unwrap_err();
+        let e = plan(&valid(c, ""), &source(), &ctx()).unwrap_err();
         assert!(
             e[0].to_string().starts_with(
                 "stack.json: /instances/worker/permissions: the role's policy would be "
@@ -723,7 +758,7 @@ mod tests {
 
     #[test]
     fn plan_round_trips_as_json() {
-        let p = plan(&config(WORKER), "", &source(), &ctx()).unwrap();
+        let p = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
         let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }

@@ -1,16 +1,22 @@
 //! The bootstrap script each instance runs (EC2 user data).
 //!
-//! Strict bash, everything logged to `/var/log/stackdrop-bootstrap.log` (and, through cloud-init,
-//! the console). Every value that comes from the bundle or the S3 event reaches the script only
-//! single-quoted or base64-encoded, so no field can inject shell. It:
-//! 1. downloads exactly the deployed bundle version,
-//! 2. extracts only the instance's code folder into the user's home (`~user/{instance}`),
+//! The script is `scripts/bootstrap.sh`, with its two Python helpers `scripts/extract.py` and
+//! `scripts/ship.py`: files in the repository (linted, unit-run), embedded here at build time.
+//! [`render`] puts the per-instance values above the body, each one a shell-quoted `SD_*`
+//! variable (the environment file base64-encoded), so no value from the bundle or the S3 event
+//! can inject shell. The script, strict bash logged to `/var/log/stackdrop-bootstrap.log` (and,
+//! through cloud-init, the console):
+//! 1. downloads exactly the deployed bundle version to `/var/lib/stackdrop/{instance}/` (on
+//!    disk: `/tmp` is a tmpfs of half the RAM on Amazon Linux 2023), removed once extracted,
+//! 2. extracts only the instance's code folder into `~user/{instance}`, reading the zip with the
+//!    validator's rules and writing at most what validation saw ([`UserDataInput::max_bytes`]),
 //! 3. writes the environment file (system variables, then the user's) that the service sources,
-//! 4. runs `command` as `user` in that folder under systemd (`Restart=on-failure`), its output
-//!    appended to `/var/log/stackdrop/{instance}.log` and shipped to the log group,
-//! 5. reports success or failure outside the instance: the instance tag `stackdrop:bootstrap`
-//!    (`ok` / `failed`), a line on the serial console (GetConsoleOutput) and a log stream
-//!    `{instance-id}/bootstrap` in the log group.
+//! 4. runs `command` as `user` in that absolute folder under systemd (`Restart=on-failure`), its
+//!    output appended to `/var/log/stackdrop/{instance}.log` and shipped to the log group,
+//! 5. reports the outcome outside the instance: the tag `stackdrop:bootstrap` (`ok` / `failed`),
+//!    a line on the serial console (GetConsoleOutput) and the log stream `{instance-id}/bootstrap`.
+//!    Any failed step reports `failed` with the step and its error and exits non-zero; `ok` comes
+//!    last, once the service has stayed active [`SETTLE_SECONDS`].
 
 use base64::Engine as _;
 
@@ -18,6 +24,16 @@ use base64::Engine as _;
 pub const USER_DATA_MAX: usize = 16 * 1024;
 
 pub const BOOTSTRAP_TAG: &str = "stackdrop:bootstrap";
+
+/// How long the service must stay active before the bootstrap reports `ok`.
+pub const SETTLE_SECONDS: u32 = 5;
+
+/// The bootstrap's body (the per-instance variables go above it).
+pub const BOOTSTRAP_SH: &str = include_str!("../scripts/bootstrap.sh");
+/// Extracts the instance's code folder with the validator's rules (`bundle.rs`).
+pub const EXTRACT_PY: &str = include_str!("../scripts/extract.py");
+/// Ships the command's log file to CloudWatch Logs.
+pub const SHIP_PY: &str = include_str!("../scripts/ship.py");
 
 /// Everything the script needs, all already validated.
 #[derive(Debug, Clone)]
@@ -34,6 +50,9 @@ pub struct UserDataInput<'a> {
     /// Where the code folder sits in the zip: the bundle root plus `code`, `/`-terminated, or
     /// "" for the whole zip.
     pub zip_prefix: &'a str,
+    /// The most bytes extraction may write: what validation saw under `zip_prefix` in the zip's
+    /// central directory ([`crate::bundle::Bundle::folder_bytes`]).
+    pub max_bytes: u64,
     pub user: &'a str,
     pub command: Option<&'a str>,
     pub environment: &'a [(String, String)],
@@ -84,20 +103,14 @@ pub fn render_env_file(vars: &[(String, String)]) -> String {
     out
 }
 
-/// The script the service runs as the user: source the environment, go to the code, exec the
-/// command through bash (the command *is* shell, by design; nothing else is).
-pub fn render_run_script(instance: &str, command: &str) -> String {
-    format!(
-        "#!/bin/bash\n. /etc/stackdrop/{instance}.env\ncd -- \"$HOME\"/{instance}\nexec /bin/bash -c {}\n",
-        shell_quote(command)
-    )
-}
-
+/// The service's unit. Its `run` script is written by the bootstrap, which knows the user's
+/// home: it sources the environment, enters the absolute code folder (or fails) and execs the
+/// command.
 fn unit(input: &UserDataInput) -> String {
     let i = input.instance;
     format!(
         "[Unit]\nDescription=stackdrop {app}/{stack}/{i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
-[Service]\nType=simple\nUser={user}\nWorkingDirectory=~\nExecStart=/usr/local/lib/stackdrop/{i}/run\nRestart=on-failure\nRestartSec=5\n\
+[Service]\nType=simple\nUser={user}\nExecStart=/usr/local/lib/stackdrop/{i}/run\nRestart=on-failure\nRestartSec=5\n\
 StandardOutput=append:/var/log/stackdrop/{i}.log\nStandardError=inherit\n\n[Install]\nWantedBy=multi-user.target\n",
         app = input.app,
         stack = input.stack,
@@ -114,196 +127,111 @@ fn ship_unit(input: &UserDataInput) -> String {
     )
 }
 
-/// Ships a log file to CloudWatch Logs in batches (python3 and the AWS CLI are on Amazon Linux).
-const SHIP_PY: &str = r#"import json, os, subprocess, sys, tempfile, time, urllib.request
-path, envfile, suffix = sys.argv[1:4]
-env = {}
-for line in open(envfile, encoding="utf-8"):
-    if line.startswith("export CLOUDWATCH_LOG_GROUP_NAME="):
-        env["group"] = line.split("=", 1)[1].strip().strip("'")
-def imds(p):
-    t = urllib.request.urlopen(urllib.request.Request("http://169.254.169.254/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"}), timeout=5).read().decode()
-    return urllib.request.urlopen(urllib.request.Request("http://169.254.169.254/latest/meta-data/" + p, headers={"X-aws-ec2-metadata-token": t}), timeout=5).read().decode()
-group, stream = env["group"], imds("instance-id") + "/" + suffix
-aws = ["aws", "logs", "--log-group-name", group, "--log-stream-name", stream]
-subprocess.run(aws[:2] + ["create-log-stream"] + aws[2:], stderr=subprocess.DEVNULL)
-while not os.path.exists(path):
-    time.sleep(2)
-f, batch, size, last = open(path, "rb"), [], 0, time.time()
-while True:
-    line = f.readline()
-    if line:
-        msg = line.decode("utf-8", "replace").rstrip("\n")[:200000] or " "
-        batch.append({"timestamp": int(time.time() * 1000), "message": msg})
-        size += len(msg) + 26
-    if batch and (len(batch) >= 1000 or size > 800000 or (not line and time.time() - last >= 5)):
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as t:
-            json.dump(batch, t)
-        subprocess.run(aws[:2] + ["put-log-events"] + aws[2:] + ["--log-events", "file://" + t.name])
-        os.unlink(t.name)
-        batch, size, last = [], 0, time.time()
-    if not line:
-        time.sleep(1)
-"#;
-
-/// Extracts one folder of the zip, refusing entries that would leave the target.
-const EXTRACT_PY: &str = r#"import os, shutil, sys, zipfile
-zpath, prefix, dest = sys.argv[1:4]
-n = 0
-with zipfile.ZipFile(zpath) as z:
-    for info in z.infolist():
-        name = info.filename
-        if not name.startswith(prefix) or name.endswith("/"):
-            continue
-        parts = name[len(prefix):].split("/")
-        if any(p in ("", ".", "..") for p in parts) or "\\" in name:
-            sys.exit("refusing zip entry %r" % name)
-        target = os.path.join(dest, *parts)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with z.open(info) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out)
-        mode = (info.external_attr >> 16) & 0o777
-        os.chmod(target, mode if mode else 0o644)
-        n += 1
-print("extracted %d file(s)" % n)
-"#;
-
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Writes `content` to `path` with `mode`, carried as base64 so nothing in it is interpreted.
-fn write_file(out: &mut String, path: &str, mode: &str, content: &str) {
-    out.push_str(&format!(
-        "printf %s '{}' | base64 -d > {path}\nchmod {mode} {path}\n",
-        b64(content)
-    ));
+/// `data` as gzip (`gzip -dc` reads it), base64-encoded: the constant scripts take a third of
+/// their size this way, and a long environment much less.
+fn gzip_b64(data: &[u8]) -> String {
+    let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3];
+    gz.extend(miniz_oxide::deflate::compress_to_vec(data, 10));
+    gz.extend(crc32fast::hash(data).to_le_bytes());
+    gz.extend((data.len() as u32).to_le_bytes());
+    b64(&gz)
 }
 
-/// Renders the whole user data script.
+/// The script the instance writes to `/usr/local/lib/stackdrop/bootstrap.sh` and runs: the two
+/// helpers as variables, then [`BOOTSTRAP_SH`] (whose error reports name its own lines).
+pub fn payload() -> String {
+    format!(
+        "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\n{BOOTSTRAP_SH}",
+        shell_quote(EXTRACT_PY),
+        shell_quote(SHIP_PY)
+    )
+}
+
+fn payload_gzip_b64() -> &'static str {
+    static PAYLOAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAYLOAD.get_or_init(|| gzip_b64(payload().as_bytes()))
+}
+
+/// The end of the user data: unpack the payload (above, in `SD_BOOTSTRAP_GZ`) and run it.
+const LOADER: &str = r#"set -euo pipefail
+sd_gunzip() {
+  if command -v gzip >/dev/null; then gzip -dc; else python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))'; fi
+}
+install -d -m 0755 -- "$SD_ROOT/usr/local/lib/stackdrop"
+printf %s "$SD_BOOTSTRAP_GZ" | base64 -d | sd_gunzip >"$SD_ROOT/usr/local/lib/stackdrop/bootstrap.sh"
+# shellcheck source=/dev/null
+. "$SD_ROOT/usr/local/lib/stackdrop/bootstrap.sh"
+"#;
+
+/// Renders the whole user data script: the per-instance values as shell-quoted variables (the
+/// environment file and the payload gzipped and base64-encoded), then a loader that unpacks the
+/// payload ([`payload`]) and runs it.
 pub fn render(input: &UserDataInput) -> String {
     let q = shell_quote;
     let i = input.instance;
     let mut env = system_environment(input);
     env.extend(input.environment.iter().cloned());
-    let mut s = String::with_capacity(8 * 1024);
+    let vars: [(&str, String); 17] = [
+        // "" on an instance: the unit tests point it at a scratch folder.
+        ("SD_ROOT", String::new()),
+        ("SD_INSTANCE", i.into()),
+        ("SD_DEPLOYMENT", input.deployment.into()),
+        ("SD_REGION", input.region.into()),
+        ("SD_LOG_GROUP", input.log_group.into()),
+        ("SD_BUCKET", input.bucket.into()),
+        ("SD_KEY", input.key.into()),
+        ("SD_VERSION", input.version_id.unwrap_or("").into()),
+        ("SD_PREFIX", input.zip_prefix.into()),
+        ("SD_MAX_BYTES", input.max_bytes.to_string()),
+        ("SD_USER", input.user.into()),
+        (
+            "SD_HAS_COMMAND",
+            if input.command.is_some() { "1" } else { "0" }.into(),
+        ),
+        ("SD_COMMAND", input.command.unwrap_or("").into()),
+        ("SD_SETTLE", SETTLE_SECONDS.to_string()),
+        (
+            "SD_UNIT_FILE",
+            if input.command.is_some() {
+                unit(input)
+            } else {
+                String::new()
+            },
+        ),
+        ("SD_LOG_UNIT_FILE", ship_unit(input)),
+        ("SD_ENV_GZ", gzip_b64(render_env_file(&env).as_bytes())),
+    ];
+    let mut s = String::with_capacity(12 * 1024);
     s.push_str(&format!(
-        "#!/bin/bash\n# stackdrop bootstrap: {app}/{stack}/{i}, deployment {d}\n\
-set -euo pipefail\numask 022\nexec > >(tee -a /var/log/stackdrop-bootstrap.log) 2>&1\n",
+        "#!/bin/bash\n# stackdrop bootstrap: {app}/{stack}/{i}, deployment {d}\n",
         app = input.app,
         stack = input.stack,
         d = input.deployment
     ));
-    s.push_str(&format!(
-        "SD_INSTANCE={}\nSD_DEPLOYMENT={}\nSD_REGION={}\nSD_LOG_GROUP={}\nSD_BUCKET={}\nSD_KEY={}\nSD_VERSION={}\nSD_PREFIX={}\nSD_USER={}\n",
-        q(i),
-        q(input.deployment),
-        q(input.region),
-        q(input.log_group),
-        q(input.bucket),
-        q(input.key),
-        q(input.version_id.unwrap_or("")),
-        q(input.zip_prefix),
-        q(input.user),
-    ));
-    s.push_str(
-        r#"export AWS_DEFAULT_REGION="$SD_REGION" AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=8
-sd_step() { echo "stackdrop: $(date -u +%FT%TZ) $*"; }
-sd_imds() {
-  local t
-  t=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300') || return 1
-  curl -sf -H "X-aws-ec2-metadata-token: $t" "http://169.254.169.254/latest/meta-data/$1"
-}
-sd_report() {
-  set +e
-  local id msg="stackdrop bootstrap $1: $2"
-  echo "$msg"; echo "$msg" > /dev/console 2>/dev/null
-  id=$(sd_imds instance-id)
-  [ -n "$id" ] || return 0
-  aws ec2 create-tags --resources "$id" --tags "Key=stackdrop:bootstrap,Value=$1" >/dev/null
-  aws logs create-log-stream --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" 2>/dev/null
-  python3 -c 'import json,sys,time; print(json.dumps([{"timestamp": int(time.time()*1000), "message": sys.argv[1]}]))' "$msg" > /tmp/stackdrop-event.json &&
-    aws logs put-log-events --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" --log-events file:///tmp/stackdrop-event.json >/dev/null
-}
-trap 'sd_report failed "line $LINENO: $BASH_COMMAND exited $?"' ERR
-for tool in aws python3 curl base64 systemctl; do
-  command -v "$tool" >/dev/null || { sd_report failed "$tool is not installed on this image"; exit 1; }
-done
-sd_step "user $SD_USER"
-id -u "$SD_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash -- "$SD_USER"
-SD_HOME=$(getent passwd "$SD_USER" | cut -d: -f6)
-SD_DIR="$SD_HOME/$SD_INSTANCE"
-install -d -m 0755 /etc/stackdrop /usr/local/lib/stackdrop "/usr/local/lib/stackdrop/$SD_INSTANCE" /var/log/stackdrop
-SD_WORK=$(mktemp -d)
-sd_step "download s3://$SD_BUCKET/$SD_KEY (version ${SD_VERSION:-none})"
-sd_get=(s3api get-object --bucket "$SD_BUCKET" --key "$SD_KEY")
-[ -z "$SD_VERSION" ] || sd_get+=(--version-id "$SD_VERSION")
-for attempt in 1 2 3 4 5; do
-  aws "${sd_get[@]}" "$SD_WORK/bundle.zip" >/dev/null && break
-  [ "$attempt" -lt 5 ] || false
-  sleep $((attempt * 3))
-done
-"#,
-    );
-    write_file(
-        &mut s,
-        "/usr/local/lib/stackdrop/extract.py",
-        "0644",
-        EXTRACT_PY,
-    );
-    s.push_str(
-        r#"sd_step "extract ${SD_PREFIX:-the bundle} into $SD_DIR"
-rm -rf -- "$SD_DIR.new"
-mkdir -p -- "$SD_DIR.new"
-python3 /usr/local/lib/stackdrop/extract.py "$SD_WORK/bundle.zip" "$SD_PREFIX" "$SD_DIR.new"
-rm -rf -- "$SD_DIR" "$SD_WORK"
-mv -- "$SD_DIR.new" "$SD_DIR"
-chown -R -- "$SD_USER:" "$SD_DIR"
-sd_step "environment"
-"#,
-    );
-    let env_path = format!("/etc/stackdrop/{i}.env");
-    write_file(&mut s, &env_path, "0640", &render_env_file(&env));
-    s.push_str(&format!(
-        "chgrp -- \"$(id -gn -- \"$SD_USER\")\" {env_path}\n"
-    ));
-    write_file(&mut s, "/usr/local/lib/stackdrop/ship.py", "0644", SHIP_PY);
-    write_file(
-        &mut s,
-        &format!("/etc/systemd/system/stackdrop-{i}-logs.service"),
-        "0644",
-        &ship_unit(input),
-    );
-    let mut units = format!("stackdrop-{i}-logs.service");
-    if let Some(command) = input.command {
-        s.push_str("sd_step \"service\"\n");
-        write_file(
-            &mut s,
-            &format!("/usr/local/lib/stackdrop/{i}/run"),
-            "0755",
-            &render_run_script(i, command),
-        );
-        write_file(
-            &mut s,
-            &format!("/etc/systemd/system/stackdrop-{i}.service"),
-            "0644",
-            &unit(input),
-        );
-        units = format!("stackdrop-{i}.service {units}");
+    for (name, value) in vars.iter() {
+        s.push_str(name);
+        s.push('=');
+        s.push_str(&q(value));
+        s.push('\n');
     }
-    s.push_str(&format!(
-        "touch /var/log/stackdrop/{i}.log\nsystemctl daemon-reload\nsystemctl enable --now {units}\n\
-sd_report ok \"{}\"\n",
-        if input.command.is_some() { "service started" } else { "code in place (no command)" }
-    ));
+    s.push_str("SD_BOOTSTRAP_GZ=");
+    s.push_str(payload_gzip_b64());
+    s.push('\n');
+    s.push_str(LOADER);
     s
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::process::Command;
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
 
     pub(crate) fn sample<'a>(
         env: &'a [(String, String)],
@@ -320,6 +248,7 @@ mod tests {
             key: "stacks/it's a $(key).zip",
             version_id: Some("3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"),
             zip_prefix: "src/worker/",
+            max_bytes: 1 << 20,
             user: "ec2-user",
             command,
             environment: env,
@@ -327,7 +256,7 @@ mod tests {
     }
 
     /// Runs `script` in real bash and returns stdout; fails the test on a non-zero exit.
-    fn bash(script: &str, dir: &std::path::Path) -> Vec<u8> {
+    fn bash(script: &str, dir: &Path) -> Vec<u8> {
         let out = Command::new("bash")
             .arg("-c")
             .arg(script)
@@ -343,7 +272,7 @@ mod tests {
     }
 
     /// Sources the rendered env file in real bash and prints each variable NUL-terminated.
-    fn read_back(vars: &[(String, String)], dir: &std::path::Path) -> Vec<Vec<u8>> {
+    fn read_back(vars: &[(String, String)], dir: &Path) -> Vec<Vec<u8>> {
         std::fs::write(dir.join("env"), render_env_file(vars)).unwrap();
         let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
         let script = format!(
@@ -354,6 +283,11 @@ mod tests {
         let mut parts: Vec<Vec<u8>> = out.split(|b| *b == 0).map(|p| p.to_vec()).collect();
         parts.pop();
         parts
+    }
+
+    /// The per-instance variables of a rendered script (everything above the body).
+    fn header(ud: &str) -> &str {
+        ud.strip_suffix(LOADER).expect("the loader comes last")
     }
 
     #[test]
@@ -422,79 +356,59 @@ mod tests {
     }
 
     #[test]
-    fn rendered_user_data_is_valid_bash() {
+    fn rendered_user_data_is_valid_bash_and_fits() {
         let env = vec![("NODE_ENV".to_string(), "production".to_string())];
         let ud = render(&sample(&env, Some("npm install && npm start")));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ud.sh"), &ud).unwrap();
         bash("bash -n ud.sh", dir.path());
         assert!(ud.starts_with("#!/bin/bash\n"));
-        assert!(ud.contains("set -euo pipefail"));
+        assert!(ud.contains("set -euo pipefail") && BOOTSTRAP_SH.contains("set -Eeuo pipefail"));
+        // Room left for the user's environment and command.
+        assert!(ud.len() < 12 * 1024, "{} bytes", ud.len());
     }
 
     #[test]
-    fn embedded_files_decode_to_what_was_rendered() {
-        // Replays every `printf %s '<b64>' | base64 -d > PATH` line into a temp root and compares.
-        let env = vec![("GREETING".to_string(), "it's $(not) run".to_string())];
-        let input = sample(&env, Some("echo \"$GREETING\" && sleep 1"));
-        let ud = render(&input);
-        let dir = tempfile::tempdir().unwrap();
-        let mut writes = 0;
-        for line in ud.lines().filter(|l| l.starts_with("printf %s '")) {
-            let path = line.rsplit("> ").next().unwrap();
-            let local = dir
-                .path()
-                .join(path.trim_start_matches('/').replace('/', "_"));
-            let cmd = line.replace(&format!("> {path}"), &format!("> '{}'", local.display()));
-            bash(&cmd, dir.path());
-            let got = std::fs::read_to_string(&local).unwrap();
-            if path.ends_with(".env") {
-                let mut all = system_environment(&input);
-                all.extend(env.iter().cloned());
-                assert_eq!(got, render_env_file(&all));
-            } else if path.ends_with("/run") {
-                assert_eq!(
-                    got,
-                    render_run_script("worker", "echo \"$GREETING\" && sleep 1")
-                );
-            } else if path.ends_with("stackdrop-worker.service") {
+    fn the_rendered_script_passes_shellcheck() {
+        if Command::new("shellcheck")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("shellcheck is not installed (apt-get install shellcheck): not linted");
+            return;
+        }
+        let env = vec![("NODE_ENV".to_string(), "production".to_string())];
+        for command in [Some("npm start"), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let ud = render(&sample(&env, command));
+            // The user data, and what it runs: its variables, then the payload.
+            let vars: String = header(&ud)
+                .lines()
+                .filter(|l| !l.starts_with("SD_BOOTSTRAP_GZ="))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(dir.path().join("ud.sh"), &ud).unwrap();
+            std::fs::write(dir.path().join("run.sh"), vars + &payload()).unwrap();
+            // The user data alone uses few of its variables: the payload it sources does.
+            // SC2016: the values are single-quoted on purpose (the sample's key holds `$(key)`).
+            for args in [
+                &["--exclude=SC2034,SC2016", "ud.sh"][..],
+                &["--exclude=SC2016", "run.sh"],
+            ] {
+                let out = Command::new("shellcheck")
+                    .args(["--shell=bash", "--severity=style"])
+                    .args(args)
+                    .current_dir(dir.path())
+                    .output()
+                    .unwrap();
                 assert!(
-                    got.contains("\nUser=ec2-user\n") && got.contains("\nRestart=on-failure\n"),
-                    "{got}"
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stdout)
                 );
             }
-            writes += 1;
         }
-        assert_eq!(writes, 6, "extract.py, env, ship.py, log unit, run, unit");
-    }
-
-    #[test]
-    fn run_script_runs_the_command_as_written_in_the_code_folder() {
-        // The service's own script, in real bash: sources the env, cds into $HOME/worker, execs.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("worker")).unwrap();
-        let env_file = render_env_file(&[("GREETING".into(), "it's `fine` $(x)".into())]);
-        let script = render_run_script(
-            "worker",
-            "printf '%s|%s' \"$GREETING\" \"$(basename \"$PWD\")\"",
-        )
-        .replace(
-            "/etc/stackdrop/worker.env",
-            &dir.path().join("env").display().to_string(),
-        );
-        std::fs::write(dir.path().join("env"), env_file).unwrap();
-        std::fs::write(dir.path().join("run"), script).unwrap();
-        let out = Command::new("bash")
-            .arg("run")
-            .env_clear()
-            .env("HOME", dir.path())
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "it's `fine` $(x)|worker"
-        );
     }
 
     #[test]
@@ -503,54 +417,906 @@ mod tests {
         let mut input = sample(&env, Some("true"));
         input.key = "x'; touch pwned; echo '$(touch pwned)`touch pwned`";
         let ud = render(&input);
-        // Execute only the variable block of the script and read the key back.
-        let vars: String = ud
-            .lines()
-            .filter(|l| l.starts_with("SD_"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        // Execute only the variables of the script and read the key back.
         let dir = tempfile::tempdir().unwrap();
-        let out = bash(&format!("{vars}printf %s \"$SD_KEY\""), dir.path());
+        let out = bash(&format!("{}printf %s \"$SD_KEY\"", header(&ud)), dir.path());
         assert_eq!(String::from_utf8(out).unwrap(), input.key);
         assert!(!dir.path().join("pwned").exists());
     }
 
     #[test]
-    fn no_command_means_no_service_unit() {
-        let ud = render(&sample(&[], None));
-        assert!(!ud.contains("/etc/systemd/system/stackdrop-worker.service"));
-        assert!(ud.contains("stackdrop-worker-logs.service"));
-    }
-
-    #[test]
-    fn extract_script_takes_only_the_code_folder_and_refuses_escapes() {
-        if Command::new("python3").arg("--version").output().is_err() {
-            return;
-        }
+    fn embedded_values_read_back_exactly() {
+        let env = vec![("GREETING".to_string(), "it's $(not) run".to_string())];
+        let input = sample(&env, Some("echo \"$GREETING\" && sleep 1"));
+        let ud = render(&input);
         let dir = tempfile::tempdir().unwrap();
-        let zpath = dir.path().join("b.zip");
-        {
-            use std::io::Write;
-            let mut z = zip::ZipWriter::new(std::fs::File::create(&zpath).unwrap());
-            let o = zip::write::SimpleFileOptions::default();
-            for (name, body) in [
-                ("root/app.json", "{}"),
-                ("root/src/worker/main.sh", "echo hi"),
-                ("root/src/other/x", "no"),
-            ] {
-                z.start_file(name, o).unwrap();
-                z.write_all(body.as_bytes()).unwrap();
-            }
-            z.finish().unwrap();
+        let mut all = system_environment(&input);
+        all.extend(env.iter().cloned());
+        for (var, want) in [
+            ("SD_COMMAND", "echo \"$GREETING\" && sleep 1".to_string()),
+            ("SD_UNIT_FILE", unit(&input)),
+            ("SD_LOG_UNIT_FILE", ship_unit(&input)),
+        ] {
+            let got = bash(&format!("{}printf %s \"${var}\"", header(&ud)), dir.path());
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{var}");
         }
-        std::fs::write(dir.path().join("extract.py"), EXTRACT_PY).unwrap();
-        let out = bash(
-            "python3 extract.py b.zip root/src/worker/ out && find out -type f | sort",
+        let got = bash(
+            &format!(
+                "{}printf %s \"$SD_ENV_GZ\" | base64 -d | gzip -dc",
+                header(&ud)
+            ),
+            dir.path(),
+        );
+        assert_eq!(String::from_utf8(got).unwrap(), render_env_file(&all));
+        let got = bash(
+            &format!(
+                "{}printf %s \"$SD_BOOTSTRAP_GZ\" | base64 -d | gzip -dc",
+                header(&ud)
+            ),
+            dir.path(),
+        );
+        assert_eq!(String::from_utf8(got).unwrap(), payload());
+        let got = bash(
+            &format!(
+                "{}printf %s \"$SD_EXTRACT_PY|$SD_SHIP_PY\"",
+                payload().strip_suffix(BOOTSTRAP_SH).unwrap()
+            ),
             dir.path(),
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "extracted 1 file(s)\nout/main.sh\n"
+            String::from_utf8(got).unwrap(),
+            format!("{EXTRACT_PY}|{SHIP_PY}")
         );
+        assert!(unit(&input).contains("\nUser=ec2-user\n"));
+        assert!(unit(&input).contains("\nRestart=on-failure\n"));
+    }
+
+    // ---- the whole script in real bash, every tool it calls stubbed ----
+
+    /// One stub for every tool the bootstrap calls that touches the system or AWS: it logs its
+    /// command line to $T/calls, fails when $T/fail-<what> exists (printing that file), and plays
+    /// S3 (the bundle is $T/bundle.zip), IMDS, EC2 tags, CloudWatch Logs ($T/events) and
+    /// systemd ($T/state, $T/restarts, $T/status; `enable` appends $T/app-output to the log).
+    const STUB: &str = r#"#!/bin/bash
+me=${0##*/}
+printf '%s\n' "$me $*" >>"$T/calls"
+fail() { if [ -e "$T/fail-$1" ]; then cat -- "$T/fail-$1" >&2; exit "${2:-1}"; fi; }
+case $me in
+  aws)
+    case "$1 $2" in
+      "s3api get-object") fail get-object 254; out=${!#}; printf '%s\n' "$out" >>"$T/download-path"; cp -- "$T/bundle.zip" "$out"; echo '{}' ;;
+      "ec2 create-tags") fail create-tags 254 ;;
+      "logs put-log-events") for a; do case $a in file://*) cat -- "${a#file://}" >>"$T/events" ;; esac; done ;;
+    esac ;;
+  curl) fail imds 22; case "$*" in *api/token*) echo token ;; *instance-id*) printf i-0123456789abcdef0 ;; esac ;;
+  systemctl)
+    case $1 in
+      daemon-reload) fail daemon-reload ;;
+      enable) fail enable; if [ -e "$T/app-output" ]; then cat -- "$T/app-output" >>"$T/root/var/log/stackdrop/worker.log"; fi ;;
+      is-active) s=$(cat -- "$T/state" 2>/dev/null || echo active); echo "$s"; [ "$s" = active ] ;;
+      show) case $2 in --property=NRestarts) cat -- "$T/restarts" 2>/dev/null || echo 0 ;; *) cat -- "$T/status" 2>/dev/null || echo 0 ;; esac ;;
+    esac ;;
+  getent) [ -e "$T/user-exists" ] || exit 2; fail getent; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
+  useradd) fail useradd; touch "$T/user-exists"; mkdir -p -- "$T/home/${!#}" ;;
+  chown|chgrp) fail "$me" ;;
+  sleep) ;;
+esac
+"#;
+
+    /// The real tools the bootstrap (and the stub) need; nothing else is on its PATH.
+    const REAL_TOOLS: &[&str] = &[
+        "bash", "cat", "cp", "cut", "date", "install", "mkdir", "mv", "rm", "tail", "tee", "touch",
+        "tr", "chmod", "base64", "gzip",
+    ];
+    const STUBBED: &[&str] = &[
+        "aws",
+        "curl",
+        "systemctl",
+        "getent",
+        "useradd",
+        "chown",
+        "chgrp",
+        "sleep",
+    ];
+
+    struct World {
+        dir: tempfile::TempDir,
+    }
+
+    struct Run {
+        status: std::process::ExitStatus,
+        out: String,
+        calls: String,
+        console: String,
+        events: String,
+    }
+
+    impl Run {
+        fn tags(&self) -> Vec<&str> {
+            self.calls
+                .lines()
+                .filter(|l| l.starts_with("aws ec2 create-tags"))
+                .filter_map(|l| l.rsplit("Value=").next())
+                .collect()
+        }
+
+        fn assert_failed(&self, reason: &str) {
+            assert!(!self.status.success(), "exit 0:\n{}", self.out);
+            assert_eq!(self.tags(), ["failed"], "{}", self.calls);
+            let line = format!("stackdrop bootstrap failed: {reason}");
+            assert!(
+                self.console.contains(&line),
+                "console: {}\nout: {}",
+                self.console,
+                self.out
+            );
+            assert!(self.events.contains(&line), "events: {}", self.events);
+            assert!(!self.out.contains("stackdrop bootstrap ok"), "{}", self.out);
+        }
+    }
+
+    /// The Python the tests run the helpers with: `python3`, or $STACKDROP_TEST_PYTHON (to try
+    /// the helpers on Amazon Linux 2023's 3.9 and on newer ones).
+    fn python() -> String {
+        std::env::var("STACKDROP_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+    }
+
+    fn tool_path(tool: &str) -> PathBuf {
+        let probe = if tool == "python3" {
+            Command::new(python())
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+        } else {
+            Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+        };
+        let out = probe.expect("the tool is found");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    }
+
+    impl World {
+        fn new(bundle: &[u8]) -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let t = dir.path();
+            for sub in ["bin", "root/dev", "home"] {
+                std::fs::create_dir_all(t.join(sub)).unwrap();
+            }
+            std::fs::write(t.join("bundle.zip"), bundle).unwrap();
+            std::fs::write(t.join("root/dev/console"), "").unwrap();
+            let stub = t.join("stub");
+            std::fs::write(&stub, STUB).unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for tool in REAL_TOOLS.iter().chain(&["python3"]) {
+                std::os::unix::fs::symlink(tool_path(tool), t.join("bin").join(tool)).unwrap();
+            }
+            for tool in STUBBED {
+                std::os::unix::fs::symlink(&stub, t.join("bin").join(tool)).unwrap();
+            }
+            World { dir }
+        }
+
+        fn t(&self) -> &Path {
+            self.dir.path()
+        }
+
+        fn code(&self) -> PathBuf {
+            self.t().join("home/ec2-user/worker")
+        }
+
+        fn set(&self, file: &str, content: &str) {
+            std::fs::write(self.t().join(file), content).unwrap();
+        }
+
+        fn read(&self, file: &str) -> String {
+            std::fs::read_to_string(self.t().join(file)).unwrap_or_default()
+        }
+
+        fn run(&self, ud: &str) -> Run {
+            let root = self.t().join("root");
+            let ud = ud.replacen(
+                "\nSD_ROOT=''\n",
+                &format!("\nSD_ROOT={}\n", shell_quote(&root.display().to_string())),
+                1,
+            );
+            std::fs::write(self.t().join("ud.sh"), ud).unwrap();
+            let out: Output = Command::new(self.t().join("bin/bash"))
+                .arg("ud.sh")
+                .env_clear()
+                .env("PATH", self.t().join("bin"))
+                .env("T", self.t())
+                .current_dir(self.t())
+                .output()
+                .unwrap();
+            // CloudWatch Logs events, as the stub received them.
+            let events = self
+                .read("events")
+                .lines()
+                .flat_map(|l| serde_json::from_str::<Vec<serde_json::Value>>(l).unwrap())
+                .map(|e| e["message"].as_str().unwrap().to_string() + "\n")
+                .collect();
+            Run {
+                status: out.status,
+                out: String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+                calls: self.read("calls"),
+                console: self.read("root/dev/console"),
+                events,
+            }
+        }
+    }
+
+    /// A stored zip of `(raw name, flags, data)` entries, made by Unix, written by hand: bsdtar's
+    /// `./` names, Info-ZIP's flagless UTF-8 and code page 437 names, which the zip crate cannot
+    /// write.
+    pub(crate) fn raw_zip(entries: &[(&[u8], u16, &[u8])]) -> Vec<u8> {
+        let (mut out, mut cd) = (Vec::new(), Vec::new());
+        for (name, flags, data) in entries {
+            let offset = out.len() as u32;
+            let mut common = Vec::new();
+            common.extend(20u16.to_le_bytes());
+            common.extend(flags.to_le_bytes());
+            common.extend(0u16.to_le_bytes()); // stored
+            common.extend(0u32.to_le_bytes()); // time, date
+            common.extend(crc32fast::hash(data).to_le_bytes());
+            common.extend((data.len() as u32).to_le_bytes());
+            common.extend((data.len() as u32).to_le_bytes());
+            common.extend((name.len() as u16).to_le_bytes());
+            common.extend(0u16.to_le_bytes()); // extra
+            out.extend(0x0403_4b50u32.to_le_bytes());
+            out.extend(&common);
+            out.extend(*name);
+            out.extend(*data);
+            cd.extend(0x0201_4b50u32.to_le_bytes());
+            cd.extend(0x0314u16.to_le_bytes()); // made by Unix
+            cd.extend(&common);
+            cd.extend([0u8; 6]); // comment, disk, internal attributes
+            cd.extend((0o100_644u32 << 16).to_le_bytes());
+            cd.extend(offset.to_le_bytes());
+            cd.extend(*name);
+        }
+        let (cd_at, n) = (out.len() as u32, entries.len() as u16);
+        out.extend(&cd);
+        out.extend(0x0605_4b50u32.to_le_bytes());
+        out.extend([0u8; 4]);
+        out.extend(n.to_le_bytes());
+        out.extend(n.to_le_bytes());
+        out.extend((cd.len() as u32).to_le_bytes());
+        out.extend(cd_at.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out
+    }
+
+    const APP: &[u8] = br#"{"name":"my-app"}"#;
+    const STACK: &[u8] = br#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"src/worker"}}}"#;
+
+    /// A bundle with the two JSON files and `code` entries, as a zip tool would write it.
+    fn bundle(code: &[(&[u8], u16, &[u8])]) -> Vec<u8> {
+        let mut all: Vec<(&[u8], u16, &[u8])> =
+            vec![(b"app.json", 0, APP), (b"stack.json", 0, STACK)];
+        all.extend_from_slice(code);
+        raw_zip(&all)
+    }
+
+    fn good_bundle() -> Vec<u8> {
+        bundle(&[
+            (b"src/worker/main.sh", 0, b"echo hi\n"),
+            (b"src/other/x", 0, b"not this one"),
+        ])
+    }
+
+    fn files_under(dir: &Path) -> Vec<String> {
+        let out = bash(
+            &format!(
+                "cd {} && find . -type f | sort",
+                shell_quote(&dir.display().to_string())
+            ),
+            Path::new("/"),
+        );
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_bundle_reports_ok_once_the_service_stayed_up() {
+        let w = World::new(&good_bundle());
+        let env = vec![("GREETING".to_string(), "it's $(not) run".to_string())];
+        let input = sample(&env, Some("./main.sh"));
+        let r = w.run(&render(&input));
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(r.tags(), ["ok"], "{}", r.calls);
+        assert!(r
+            .console
+            .contains("stackdrop bootstrap ok: service stackdrop-worker.service is up"));
+        assert!(r.events.contains("stackdrop bootstrap ok"), "{}", r.events);
+        assert_eq!(files_under(&w.code()), ["./main.sh"]);
+        // The settle time passed, checked every second, before `ok`.
+        let calls: Vec<&str> = r.calls.lines().collect();
+        let enable = calls
+            .iter()
+            .position(|c| {
+                c.starts_with(
+                    "systemctl enable --now stackdrop-worker.service stackdrop-worker-logs.service",
+                )
+            })
+            .unwrap();
+        let ok = calls
+            .iter()
+            .position(|c| c.starts_with("aws ec2 create-tags"))
+            .unwrap();
+        let between = &calls[enable..ok];
+        assert_eq!(
+            between.iter().filter(|c| **c == "sleep 1").count(),
+            SETTLE_SECONDS as usize,
+            "{between:?}"
+        );
+        assert_eq!(
+            between
+                .iter()
+                .filter(|c| c.starts_with("systemctl is-active"))
+                .count(),
+            SETTLE_SECONDS as usize
+        );
+        // The files the bootstrap wrote.
+        let mut all = system_environment(&input);
+        all.extend(env.iter().cloned());
+        assert_eq!(
+            w.read("root/etc/stackdrop/worker.env"),
+            render_env_file(&all)
+        );
+        assert_eq!(
+            w.read("root/etc/systemd/system/stackdrop-worker.service"),
+            unit(&input)
+        );
+        assert_eq!(
+            w.read("root/usr/local/lib/stackdrop/extract.py"),
+            EXTRACT_PY
+        );
+        assert_eq!(w.read("root/usr/local/lib/stackdrop/ship.py"), SHIP_PY);
+    }
+
+    #[test]
+    fn the_bundle_is_downloaded_to_disk_and_removed_once_extracted() {
+        let w = World::new(&good_bundle());
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(r.status.success(), "{}", r.out);
+        let want = w.t().join("root/var/lib/stackdrop/worker/bundle.zip");
+        assert_eq!(w.read("download-path"), format!("{}\n", want.display()));
+        assert!(!want.exists(), "the bundle is left behind");
+        assert!(
+            r.calls.contains("aws s3api get-object --bucket stackdrop-bundles --key stacks/it's a $(key).zip --version-id 3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY "),
+            "{}",
+            r.calls
+        );
+    }
+
+    #[test]
+    fn a_failed_download_reports_failed_and_starts_nothing() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "fail-get-object",
+            "\nAn error occurred (NoSuchVersion) when calling the GetObject operation: The specified version does not exist.\n",
+        );
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        r.assert_failed("step download: aws exited 254: \nAn error occurred (NoSuchVersion) when calling the GetObject operation: The specified version does not exist.");
+        assert_eq!(
+            r.calls.matches("aws s3api get-object").count(),
+            5,
+            "retried"
+        );
+        assert!(!r.calls.contains("systemctl"), "{}", r.calls);
+        assert!(!w.code().exists());
+        assert!(!w
+            .t()
+            .join("root/var/lib/stackdrop/worker/bundle.zip")
+            .exists());
+    }
+
+    #[test]
+    fn every_failing_step_reports_failed_with_its_name() {
+        for (stub, step) in [
+            ("useradd", "user"),
+            ("chown", "extract"),
+            ("chgrp", "environment"),
+            ("daemon-reload", "start"),
+            ("enable", "start"),
+        ] {
+            let w = World::new(&good_bundle());
+            w.set(&format!("fail-{stub}"), &format!("{stub}: it broke"));
+            let r = w.run(&render(&sample(&[], Some("true"))));
+            r.assert_failed(&format!("step {step}: "));
+            assert!(
+                r.console.contains(&format!("{stub}: it broke")),
+                "{stub}: {}",
+                r.console
+            );
+        }
+    }
+
+    #[test]
+    fn without_gzip_python_unpacks_the_payload() {
+        let w = World::new(&good_bundle());
+        std::fs::remove_file(w.t().join("bin/gzip")).unwrap();
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(r.tags(), ["ok"]);
+        assert!(w
+            .read("root/etc/stackdrop/worker.env")
+            .contains("export INSTANCE='worker'\n"));
+    }
+
+    #[test]
+    fn an_unexpected_failure_names_the_line_of_bootstrap_sh() {
+        let w = World::new(&good_bundle());
+        w.set("user-exists", "");
+        w.set("fail-getent", "getent: broken");
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        let line = BOOTSTRAP_SH
+            .lines()
+            .position(|l| l.starts_with("SD_HOME=$(getent"))
+            .unwrap()
+            + 1;
+        r.assert_failed(&format!(
+            "step user: bootstrap.sh line {line}: SD_HOME=$(getent passwd \"$SD_USER\" | cut -d: -f6) exited 1"
+        ));
+    }
+
+    #[test]
+    fn an_ok_that_cannot_be_tagged_is_a_failure() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "fail-create-tags",
+            "An error occurred (UnauthorizedOperation)",
+        );
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(!r.status.success());
+        assert_eq!(r.tags(), ["ok", "failed"], "both tried, both refused");
+        assert!(!r.console.contains("bootstrap ok"), "{}", r.console);
+        assert!(r.console.contains(
+            "stackdrop bootstrap failed: step report: the tag stackdrop:bootstrap=ok could not be written"
+        ), "{}", r.console);
+    }
+
+    #[test]
+    fn a_missing_tool_fails_the_bootstrap_before_anything_runs() {
+        let w = World::new(&good_bundle());
+        std::fs::remove_file(w.t().join("bin/python3")).unwrap();
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        r.assert_failed("step tools: python3 is not installed on this image");
+        assert!(!r.calls.contains("get-object"));
+    }
+
+    #[test]
+    fn a_command_that_dies_at_once_fails_the_bootstrap_with_its_last_log_lines() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "app-output",
+            "starting\nError: Cannot find module 'express'\n",
+        );
+        w.set("state", "activating");
+        w.set("restarts", "1");
+        w.set("status", "1");
+        let r = w.run(&render(&sample(&[], Some("node server.js"))));
+        r.assert_failed("step settle: the command stopped within 5s (exit status 1, now activating, 1 restarts)");
+        assert!(
+            r.console
+                .contains("starting\nError: Cannot find module 'express'"),
+            "{}",
+            r.console
+        );
+        assert!(
+            r.events.contains("Error: Cannot find module 'express'"),
+            "{}",
+            r.events
+        );
+        // A restart after a first check that found it active is caught too.
+        let w = World::new(&good_bundle());
+        w.set("restarts", "1");
+        let r = w.run(&render(&sample(&[], Some("node server.js"))));
+        r.assert_failed(
+            "step settle: the command stopped within 5s (exit status 0, now active, 1 restarts)",
+        );
+    }
+
+    #[test]
+    fn no_command_means_no_service_and_no_settle() {
+        let w = World::new(&good_bundle());
+        let r = w.run(&render(&sample(&[], None)));
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(r.tags(), ["ok"]);
+        assert!(r
+            .console
+            .contains("stackdrop bootstrap ok: code in place (no command)"));
+        assert!(r
+            .calls
+            .contains("systemctl enable --now stackdrop-worker-logs.service\n"));
+        assert!(!w
+            .t()
+            .join("root/etc/systemd/system/stackdrop-worker.service")
+            .exists());
+        assert!(!r.calls.contains("sleep"));
+    }
+
+    #[test]
+    fn the_service_runs_in_the_absolute_code_folder_or_not_at_all() {
+        let w = World::new(&good_bundle());
+        // A user HOME elsewhere must not move the command.
+        let env = vec![("HOME".to_string(), "/".to_string())];
+        let r = w.run(&render(&sample(
+            &env,
+            Some("printf '%s|%s' \"$PWD\" \"$GREETING\"; touch ran"),
+        )));
+        assert!(r.status.success(), "{}", r.out);
+        let run = w.t().join("root/usr/local/lib/stackdrop/worker/run");
+        let service = |home: &Path| {
+            Command::new(w.t().join("bin/bash"))
+                .arg(&run)
+                .env_clear()
+                .env("HOME", home)
+                .env("PATH", w.t().join("bin"))
+                .current_dir(w.t())
+                .output()
+                .unwrap()
+        };
+        let out = service(w.t());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{}|", w.code().display())
+        );
+        assert!(w.code().join("ran").exists());
+        // The folder gone: the command does not run anywhere else.
+        std::fs::remove_dir_all(w.code()).unwrap();
+        let out = service(w.t());
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stackdrop: the code folder"));
+        assert!(!w.t().join("ran").exists() && !w.t().join("home/ec2-user/ran").exists());
+    }
+
+    #[test]
+    fn bsdtar_and_info_zip_names_extract_as_they_validate() {
+        // `zip -r x.zip .` / bsdtar: "./" prefixes; Info-ZIP: UTF-8 names without the flag;
+        // doubled slashes; folder entries.
+        let zip = bundle(&[
+            (b"./", 0, b""),
+            (b"./src/", 0, b""),
+            (b"./src/worker/", 0, b""),
+            (b"./src/worker/main.sh", 0, b"echo hi\n"),
+            (
+                "src/worker/caf\u{e9}/men\u{fc}.txt".as_bytes(),
+                0,
+                b"flagless utf-8",
+            ),
+            ("src/worker/\u{1F680}.txt".as_bytes(), 0x800, b"flagged"),
+            (b"src/worker/cp437-\x82t\xe9", 0, b"code page 437"),
+            (b"src//worker//deep/./x", 0, b"doubled"),
+        ]);
+        let b = crate::bundle::read_bundle(&zip, "b.zip", &Default::default()).unwrap();
+        assert!(b.has_folder("src/worker"));
+        let w = World::new(&zip);
+        let mut input = sample(&[], Some("true"));
+        input.max_bytes = b.folder_bytes("src/worker");
+        let r = w.run(&render(&input));
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(
+            files_under(&w.code()),
+            [
+                "./caf\u{e9}/men\u{fc}.txt",
+                "./cp437-\u{e9}t\u{398}",
+                "./deep/x",
+                "./main.sh",
+                "./\u{1F680}.txt",
+            ]
+        );
+    }
+
+    #[test]
+    fn extracting_nothing_or_too_much_fails_the_bootstrap() {
+        let w = World::new(&good_bundle());
+        let mut input = sample(&[], Some("true"));
+        input.zip_prefix = "src/elsewhere/";
+        w.run(&render(&input))
+            .assert_failed("step extract: python3 exited 1: extract: no file of the bundle lies under 'src/elsewhere/'");
+        let w = World::new(&good_bundle());
+        let mut input = sample(&[], Some("true"));
+        input.max_bytes = 7; // "echo hi\n" is 8
+        w.run(&render(&input)).assert_failed(
+            "step extract: python3 exited 1: extract: the files under 'src/worker/' hold more than the 7 bytes validation saw",
+        );
+        assert!(!w.code().exists());
+    }
+
+    // ---- the extractor and the validator read every zip alike ----
+
+    /// Runs extract.py's `extract` on each `(zip, prefix, max_bytes)` in one Python process:
+    /// the files written (path -> size), or the error.
+    fn python_extract(
+        cases: &[(Vec<u8>, String, u64)],
+    ) -> Vec<Result<BTreeMap<String, u64>, String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("extract.py"), EXTRACT_PY).unwrap();
+        let manifest: Vec<serde_json::Value> = cases
+            .iter()
+            .enumerate()
+            .map(|(n, (zip, prefix, max))| {
+                let z = d.join(format!("{n}.zip"));
+                std::fs::write(&z, zip).unwrap();
+                serde_json::json!({"zip": z, "prefix": prefix, "max": max, "dest": d.join(format!("out{n}"))})
+            })
+            .collect();
+        std::fs::write(
+            d.join("cases.json"),
+            serde_json::to_string(&manifest).unwrap(),
+        )
+        .unwrap();
+        let harness = r#"
+import json, os, sys
+sys.path.insert(0, ".")
+import extract
+out = []
+for c in json.load(open("cases.json")):
+    os.mkdir(c["dest"])
+    try:
+        extract.extract(c["zip"], c["prefix"], c["dest"], c["max"])
+        files = {}
+        for top, _, names in os.walk(c["dest"]):
+            for n in names:
+                p = os.path.join(top, n)
+                files[os.path.relpath(p, c["dest"])] = os.path.getsize(p)
+        out.append({"ok": files})
+    except Exception as e:
+        out.append({"err": "%s: %s" % (type(e).__name__, e)})
+print(json.dumps(out))
+"#;
+        let out = Command::new(python())
+            .args(["-c", harness])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        v.into_iter()
+            .map(|r| match r.get("ok") {
+                Some(files) => Ok(serde_json::from_value(files.clone()).unwrap()),
+                None => Err(r["err"].as_str().unwrap().to_string()),
+            })
+            .collect()
+    }
+
+    /// What the validator says extracting `folder` must give: `None` when it rejects the
+    /// bundle (or has no such folder), else the prefix, path -> size (the last entry wins) and
+    /// the bound. `Some(Err)` when it rejects an unsafe name, which the extractor must refuse too.
+    type View = Option<Result<(String, BTreeMap<String, u64>, u64), ()>>;
+    fn validator_view(zip: &[u8], folder: &str) -> View {
+        let b = match crate::bundle::read_bundle(zip, "b.zip", &Default::default()) {
+            Ok(b) => b,
+            Err(problems) => {
+                let unsafe_name = problems.iter().any(|p| {
+                    let p = p.to_string();
+                    [
+                        " has an empty name",
+                        " is not valid UTF-8",
+                        " contains a NUL byte",
+                        " contains a backslash",
+                        " is an absolute path",
+                        " path component",
+                        " more unsafe entry names",
+                    ]
+                    .iter()
+                    .any(|why| p.ends_with(why))
+                });
+                return unsafe_name.then_some(Err(()));
+            }
+        };
+        if !b.has_folder(folder) {
+            return None;
+        }
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        let files = b
+            .sizes
+            .iter()
+            .filter_map(|(p, n)| Some((p.strip_prefix(prefix.as_str())?.to_string(), *n)))
+            .collect();
+        Some(Ok((
+            format!("{}{prefix}", b.root),
+            files,
+            b.folder_bytes(folder),
+        )))
+    }
+
+    /// Raw name pieces: ordinary, empty, ".", "..", flagless and flagged UTF-8, code page 437,
+    /// invalid UTF-8, backslash, drive letter, NUL, __MACOSX.
+    const PIECES: &[&[u8]] = &[
+        b"src",
+        b"src",
+        b"src",
+        b"src",
+        b"src",
+        b"src",
+        b"a",
+        b"a",
+        b"a",
+        b"b",
+        b"b",
+        "caf\u{e9}".as_bytes(),
+        b"",
+        b"",
+        b".",
+        b".",
+        b"..",
+        "\u{e9}t\u{e9}".as_bytes(),
+        b"\x82t\x82",
+        b"\xff\xfe",
+        b"\xc3",
+        b"x\\y",
+        b"c:",
+        b"n\0ul",
+        b"__MACOSX",
+        b"app.json",
+        "\u{1F680}".as_bytes(),
+        b"with space",
+    ];
+
+    /// A small deterministic generator (no dependency): the same corpus every run.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn the_extractor_agrees_with_the_validator_on_every_name() {
+        let mut rng = Lcg(10);
+        let mut cases = Vec::new();
+        let mut expected = Vec::new();
+        for n in 0..400 {
+            let root: &[u8] = [&b""[..], b"proj/", b"./proj/", b"proj//"][rng.below(4)];
+            let mut entries: Vec<(Vec<u8>, u16, Vec<u8>)> = vec![
+                ([root, b"app.json"].concat(), 0, APP.to_vec()),
+                ([root, b"stack.json"].concat(), 0, STACK.to_vec()),
+            ];
+            for e in 0..1 + rng.below(6) {
+                let mut name = root.to_vec();
+                if rng.below(4) == 0 {
+                    name.extend_from_slice(b"./");
+                }
+                // Half the entries from the safe pieces only (the first 16).
+                let pieces = if rng.below(2) == 0 { 16 } else { PIECES.len() };
+                for c in 0..1 + rng.below(4) {
+                    if c > 0 {
+                        name.push(b'/');
+                    }
+                    name.extend_from_slice(PIECES[rng.below(pieces)]);
+                }
+                if rng.below(6) == 0 {
+                    name.push(b'/');
+                }
+                let flags = if rng.below(3) == 0 { 0x800 } else { 0 };
+                // Sizes tell entries apart: the one the extractor kept is the one expected.
+                entries.push((name, flags, vec![b'x'; n % 7 + e * 11]));
+            }
+            let raw: Vec<(&[u8], u16, &[u8])> = entries
+                .iter()
+                .map(|(a, f, d)| (a.as_slice(), *f, d.as_slice()))
+                .collect();
+            let zip = raw_zip(&raw);
+            let folder = ["src", "", "src/a"][rng.below(3)];
+            let view = validator_view(&zip, folder);
+            let (prefix, max) = match &view {
+                Some(Ok((prefix, _, max))) => (prefix.clone(), *max),
+                _ => (
+                    format!(
+                        "{}{folder}/",
+                        String::from_utf8_lossy(root).replace("./", "")
+                    ),
+                    1 << 20,
+                ),
+            };
+            cases.push((zip, prefix, max));
+            expected.push((entries, folder, view));
+        }
+        let got = python_extract(&cases);
+        let (mut accepted, mut refused) = (0, 0);
+        for ((entries, folder, view), got) in expected.iter().zip(&got) {
+            let names: Vec<String> = entries
+                .iter()
+                .map(|(n, f, _)| format!("{:?}/{f:#x}", String::from_utf8_lossy(n)))
+                .collect();
+            match (view, got) {
+                (Some(Ok((_, want, _))), Ok(files)) => {
+                    assert_eq!(files, want, "{folder:?} in {names:?}");
+                    accepted += 1;
+                }
+                (Some(Err(())), Err(e)) if e.starts_with("Refused: ") && e.contains("entry") => {
+                    refused += 1
+                }
+                // Rejected for another reason (a duplicate app.json, no such folder): never
+                // deployed, whatever the extractor would do.
+                (None, _) => {}
+                (want, got) => {
+                    panic!("{folder:?} in {names:?}: validator {want:?}, extractor {got:?}")
+                }
+            }
+        }
+        assert!(
+            accepted > 50 && refused > 100,
+            "{accepted} accepted, {refused} refused"
+        );
+        // At the bound exactly it writes everything; one byte less and it refuses.
+        let tight: Vec<(Vec<u8>, String, u64)> = cases
+            .iter()
+            .zip(&expected)
+            .filter(|((_, _, max), (_, _, view))| matches!(view, Some(Ok(_))) && *max > 0)
+            .map(|((zip, prefix, max), _)| (zip.clone(), prefix.clone(), max - 1))
+            .collect();
+        assert!(!tight.is_empty());
+        for r in python_extract(&tight) {
+            assert!(
+                r.as_ref().is_err_and(|e| e.contains("validation saw")),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_extractor_never_writes_through_a_link_or_outside_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("extract.py"), EXTRACT_PY).unwrap();
+        std::fs::write(d.join("b.zip"), bundle(&[(b"src/x", 0, b"data")])).unwrap();
+        std::fs::create_dir_all(d.join("outside")).unwrap();
+        for (link, name) in [("src", "a folder"), ("src/x", "a file")] {
+            let dest = d.join(format!("dest-{}", link.replace('/', "-")));
+            std::fs::create_dir_all(dest.join("src")).unwrap();
+            if link == "src" {
+                std::fs::remove_dir(dest.join("src")).unwrap();
+            }
+            std::os::unix::fs::symlink(d.join("outside").join("x"), dest.join(link)).unwrap();
+            let out = Command::new(python())
+                .args(["extract.py", "b.zip", ""])
+                .arg(&dest)
+                .arg("1000")
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{name}");
+            assert!(!d.join("outside/x").exists(), "written through {name} link");
+        }
+    }
+
+    #[test]
+    fn the_extractor_reads_code_page_437_as_the_validator_does() {
+        // Every high byte, no UTF-8 flag (and not valid UTF-8): both sides decode it alike.
+        let mut low = b"src/".to_vec();
+        low.extend(0x80u8..0xc0);
+        let mut high = b"src/".to_vec();
+        high.extend(0xc0u8..=0xff);
+        let zip = bundle(&[(&low, 0, b"x"), (&high, 0, b"yy")]);
+        let (prefix, want, max) = validator_view(&zip, "src").unwrap().unwrap();
+        assert_eq!(want.len(), 2);
+        let got = python_extract(&[(zip, prefix, max)]);
+        assert_eq!(got[0].as_ref().unwrap(), &want);
     }
 }

@@ -6,6 +6,7 @@ use crate::bundle::{self, Bundle, Limits};
 use crate::config::{self, Config};
 use crate::problem::{join, Problem};
 use crate::source::ReadAt;
+use std::collections::BTreeMap;
 
 /// A bundle that passed every offline check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,9 @@ pub struct ValidBundle {
     pub config: Config,
     /// The folder every entry sits under in the zip ("" or "name/").
     pub root: String,
+    /// Instance name -> the bytes extracting its code folder writes ([`Bundle::folder_bytes`]):
+    /// the plan passes it to the instance, whose extractor writes no more.
+    pub code_bytes: BTreeMap<String, u64>,
 }
 
 /// Checks the configuration and that every `code` folder is in the bundle.
@@ -34,9 +38,15 @@ pub fn validate_bundle(bundle: &Bundle) -> Result<ValidBundle, Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
+    let code_bytes = config
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), bundle.folder_bytes(&i.code)))
+        .collect();
     Ok(ValidBundle {
         config,
         root: bundle.root.clone(),
+        code_bytes,
     })
 }
 
@@ -151,6 +161,24 @@ mod tests {
         );
         let v = validate_bundle(&b).unwrap();
         assert_eq!(v.config.instances[0].code, "src/worker");
+    }
+
+    #[test]
+    fn each_instance_gets_the_bytes_of_its_code_folder() {
+        let b = Bundle::from_sized_files(
+            vec![
+                ("app.json".into(), 17),
+                ("src/worker/main.py".into(), 100),
+                ("src/worker/lib/x.py".into(), 20),
+                ("src/web/index.js".into(), 7),
+                ("stack.json".into(), 200),
+            ],
+            br#"{"name":"my-app"}"#.to_vec(),
+            br#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"./src/worker"},"whole":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#.to_vec(),
+        );
+        let v = validate_bundle(&b).unwrap();
+        assert_eq!(v.code_bytes["worker"], 120);
+        assert_eq!(v.code_bytes["whole"], 344);
     }
 
     #[test]

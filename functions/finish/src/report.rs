@@ -90,10 +90,17 @@ async fn record(
             .finish_deployment(&d.stack_id, &d.deployment, status, error, now_ms())
             .await?;
     }
-    let detail = error
+    let mut detail = error
         .map(String::from)
         .or_else(|| d.reason.clone())
         .unwrap_or_else(|| status.to_string());
+    // The deployment a reconcile worked under stays what it was: current, and succeeded.
+    let status = if d.action == OpAction::Reconcile {
+        detail = format!("reconcile {status}: {detail}");
+        "succeeded"
+    } else {
+        status
+    };
     store
         .record_step(
             &d.stack_id,

@@ -207,7 +207,7 @@ async fn check(
         .filter(|(i, _)| i.image.as_image_id().starts_with(ec2::SSM_PREFIX))
         .filter_map(|(i, image)| image.as_ref().map(|im| (i.name.clone(), im.id.clone())))
         .collect();
-    let planned = plan::plan(&valid.config, &valid.root, source, &ctx);
+    let planned = plan::plan(&valid, source, &ctx);
     let mut plan = match planned {
         Ok(p) if problems.is_empty() => p,
         other => {
