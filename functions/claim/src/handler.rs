@@ -23,6 +23,11 @@ pub async fn handle(
         .store()
         .update_stack(&d.stack_id, now_ms(), |state| {
             let c = lifecycle::claim(state, &owner, &op, now);
+            if lifecycle::releases_on_yield(state, &owner, &op, &c) {
+                let mut next = state.clone();
+                next.lease = None;
+                return Ok(Change::Write(next, c));
+            }
             let Claim::Take { attempt } = c else {
                 return Ok(Change::Keep(c));
             };

@@ -274,6 +274,19 @@ pub fn claim(state: &StackState, owner: &str, op: &Op, now: u64) -> Claim {
     }
 }
 
+/// Whether a claim that does not run (`Superseded`, `Noop`, ...) must give the lease back: its
+/// execution took it for this operation in an earlier run of the claim step (the step ran, then
+/// was retried: a Lambda timeout after the write), and a newer request came in between. Nothing
+/// of the attempt ran yet (the claim is its first step), so releasing is safe; keeping it would
+/// hold every other operation of the stack until the lease expires.
+pub fn releases_on_yield(state: &StackState, owner: &str, op: &Op, claim: &Claim) -> bool {
+    !matches!(claim, Claim::Take { .. } | Claim::Held { .. })
+        && state
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == owner && l.op == op.id)
+}
+
 /// The seconds to wait before claiming again while the stack is busy: short at first, never
 /// past the holder's expiry by much.
 pub fn busy_wait(waited: u64, until: u64, now: u64) -> u64 {
@@ -637,6 +650,22 @@ mod tests {
             Claim::Duplicate { of: "e0".into() },
             "a scheduled run delivered twice"
         );
+    }
+
+    #[test]
+    fn a_claim_rerun_after_a_newer_request_gives_its_lease_back() {
+        // e1 took the stack for d1; its claim step is retried after d2 became desired.
+        let s = state(Some("d2"), Some("d0"), lease("e1", "d1", 5, 700));
+        let c = claim(&s, "e1", &op("d1"), 100);
+        assert_eq!(c, Claim::Superseded { by: "d2".into() });
+        assert!(releases_on_yield(&s, "e1", &op("d1"), &c));
+        // Another execution of d1 (a duplicate) or of another op never releases e1's lease.
+        let dup = claim(&s, "e2", &op("d1"), 100);
+        assert!(!releases_on_yield(&s, "e2", &op("d1"), &dup));
+        let held = state(Some("d1"), Some("d0"), lease("e1", "d1", 5, 700));
+        let c = claim(&held, "e1", &op("d1"), 100);
+        assert_eq!(c, Claim::Held { attempt: 5 });
+        assert!(!releases_on_yield(&held, "e1", &op("d1"), &c));
     }
 
     #[test]
