@@ -82,8 +82,9 @@ chaos: tools build-lambdas ## seeded chaos runs on local AWS (CHAOS_SEEDS=1-100,
 	$(PY) tests/chaos/chaos.py --seeds $(CHAOS_SEEDS) --parallel $(CHAOS_PARALLEL)
 
 BURST_STACKS ?= 100
+BURST_FAULTS ?=
 burst: tools build-lambdas ## BURST_STACKS (100) stacks uploaded at once under EC2's token buckets; figures in bench/out/burst.json
-	STACKS=$(BURST_STACKS) $(PY) bench/burst_bench.py
+	STACKS=$(BURST_STACKS) FAULTS="$(BURST_FAULTS)" $(PY) bench/burst_bench.py
 
 FUZZ_SECONDS ?= 600
 fuzz: ## fuzz the bundle reader and config parser (nightly + cargo-fuzz; not part of make test)

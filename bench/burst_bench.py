@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A burst: STACKS stacks (default 100) uploaded at the same moment, as a team's CI or a
+"""A burst: STACKS stacks (default 100) uploaded at the same moment (FAULTS: a fault spec, as chaos's), as a team's CI or a
 migration does, on local AWS with EC2's request token buckets on (RunInstances 2/s refill,
 other mutating calls 5/s after a burst of 200, Describe* 20/s after 100: what an account gets).
 
@@ -30,7 +30,9 @@ def main() -> int:
     apps = [f"burst-{n:03d}" for n in range(stacks)]
     paths = {a: bundles.make(a) for a in apps}
     problems: list[str] = []
+    faults = os.environ.get("FAULTS", "")
     with Stackdrop(port=0, lambda_port=0, quiet=True) as sd:
+        sd.set_faults(faults, seed=1)
         s3 = sd.client("s3")
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -70,7 +72,8 @@ def main() -> int:
                 problems.append(f"{app}: running {len(running)}, left {left}")
         injected = sd.set_faults("")
     figures = {
-        "stacks": stacks, "uploads_seconds": round(uploaded, 1), "total_seconds": round(total, 1),
+        "stacks": stacks, "faults": faults, "injected": injected.get("injected"),
+        "uploads_seconds": round(uploaded, 1), "total_seconds": round(total, 1),
         "first_to_last_end_seconds": round(ends[-1] - ends[0], 1) if ends else None,
         "executions": executions, "ec2_throttled": injected.get("ec2_throttled", 0),
         "failed": len(problems),
