@@ -98,8 +98,11 @@ lint: lint-scripts ## clippy and rustfmt check, and the instance's scripts
 # The scripts the instance runs (functions/core/scripts, embedded in the user data). The body's
 # SD_* variables are set by the user data above it (SC2154 here); `cargo test -p stackdrop-core`
 # also lints the rendered whole, where they are set.
-lint-scripts: ## shellcheck and compile the bootstrap's scripts (apt-get install shellcheck)
-	@command -v shellcheck >/dev/null || { echo "make lint-scripts: needs shellcheck (apt-get install shellcheck)" >&2; exit 1; }
+lint-scripts: ## shellcheck and compile the bootstrap's scripts (installs Debian's shellcheck)
+	@command -v shellcheck >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make lint-scripts: needs shellcheck (or apt-get to install it)" >&2; exit 1; }; \
+	  echo "make lint-scripts: apt-get install shellcheck"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 	shellcheck --shell=bash --severity=style --exclude=SC2154 functions/core/scripts/bootstrap.sh
 	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f, feature_version=(3, 9)) for f in sys.argv[1:]]' functions/core/scripts/*.py  # Amazon Linux 2023 has Python 3.9
 
