@@ -106,7 +106,7 @@ class Stackdrop:
         # execution ARN -> (key, version) of its input, which never changes: a long run lists
         # thousands of executions, each described once.
         self._about: dict[str, tuple[str | None, str | None]] = {}
-        self._about_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._clients: dict[str, object] = {}
 
     @property
@@ -134,7 +134,7 @@ class Stackdrop:
         """A boto3 client of local AWS, made once per service (botocore clients are
         thread-safe; making one costs tens of milliseconds of CPU, which samplers and wait loops
         would otherwise spend many times a second)."""
-        with self._about_lock:
+        with self._cache_lock:
             c = self._clients.get(service)
             if c is None:
                 import boto3
@@ -296,11 +296,11 @@ class Stackdrop:
         found = []
         arn = machine or self.deploy_machine_arn()
         for e in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn).build_full_result()["executions"]:
-            with self._about_lock:
+            with self._cache_lock:
                 about = self._about.get(e["executionArn"])
             if about is None:
                 about = self._input_of(sfn.describe_execution(executionArn=e["executionArn"]))
-                with self._about_lock:
+                with self._cache_lock:
                     self._about[e["executionArn"]] = about
             k, v = about
             if k == key and (version is None or v == version):

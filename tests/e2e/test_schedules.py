@@ -163,6 +163,12 @@ def test_reconcile_relaunches_what_was_terminated_outside_and_leaves_the_rest(sd
     assert after["extra"]["InstanceId"] != before["extra"]["InstanceId"]
     assert after["extra"]["State"]["Name"] == "running"
     assert tags_of(after["extra"])["stackdrop:deployment"] == tags_of(before["extra"])["stackdrop:deployment"]
+
+    # A per-instance schedule's stop stops that instance only.
+    run = run_plain(sd, app, {"action": "stop", "bucket": BUCKET, "key": key, "instance": "extra"})
+    assert run["status"] == "SUCCEEDED", run
+    states = {tags_of(i)["stackdrop:instance"]: i["State"]["Name"] for i in live_instances(sd, app)}
+    assert states == {"greeter": "running", "extra": "stopped"}, states
     sd.aws("s3", "rm", f"s3://{BUCKET}/{key}")
     settle(sd, key)
     assert nothing(leftovers(sd, app))

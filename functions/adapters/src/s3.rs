@@ -1,7 +1,7 @@
 //! The bundle in S3: its head, its place among the key's versions, and ranged reads so the
 //! core's zip reader sees it as random-access bytes (never downloaded whole).
 
-use crate::error::{Failure, Kind};
+use crate::error::{code_of, Failure, Kind};
 use aws_sdk_s3::Client;
 use stackdrop_core::lifecycle::VersionEntry;
 use stackdrop_core::source::{ReadAt, SourceError};
@@ -171,9 +171,9 @@ impl ReadAt for S3Object {
             .send();
         self.handle.block_on(async {
             let out = fut.await.map_err(|e| {
-                let what = format!("GetObject bytes {offset}-{end}");
-                let mut f = Failure::aws(&what, e);
-                if f.message.contains("NoSuchKey") || f.message.contains("NoSuchVersion") {
+                let gone = matches!(code_of(&e), Some("NoSuchKey" | "NoSuchVersion"));
+                let mut f = Failure::aws(&format!("GetObject bytes {offset}-{end}"), e);
+                if gone {
                     f.kind = Kind::BundleNotFound;
                 }
                 self.failed(f)

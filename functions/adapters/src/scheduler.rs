@@ -132,15 +132,17 @@ pub async fn apply(
 ) -> Result<(), Failure> {
     for w in &sync.create {
         match create(client, group, w, target).await {
-            Err(e) if e.message.contains(CONFLICT) => update(client, group, w, target).await?,
-            r => r?,
+            Err((Some(c), _)) if c == CONFLICT => update(client, group, w, target).await,
+            r => r,
         }
+        .map_err(|(_, f)| f)?;
     }
     for w in &sync.update {
         match update(client, group, w, target).await {
-            Err(e) if e.message.contains(NOT_FOUND) => create(client, group, w, target).await?,
-            r => r?,
+            Err((Some(c), _)) if c == NOT_FOUND => create(client, group, w, target).await,
+            r => r,
         }
+        .map_err(|(_, f)| f)?;
     }
     for name in &sync.delete {
         delete_schedule(client, group, name).await?;
@@ -163,10 +165,10 @@ fn parts(w: &Wanted, target: &Target) -> Result<(FlexibleTimeWindow, SdkTarget),
 }
 
 /// CreateSchedule and UpdateSchedule take the same whole schedule (their builders are two types
-/// with the same setters).
+/// with the same setters). The error keeps AWS's code, which `apply` decides on.
 macro_rules! whole_schedule {
     ($req:expr, $group:expr, $w:expr, $target:expr, $what:literal) => {{
-        let (window, t) = parts($w, $target)?;
+        let (window, t) = parts($w, $target).map_err(|f| (None, f))?;
         $req.group_name($group)
             .name(&$w.name)
             .description(format!("stackdrop: {} instance {}", $w.action, $w.instance))
@@ -178,11 +180,14 @@ macro_rules! whole_schedule {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Failure::aws($what, e))
+            .map_err(|e| (code_of(&e).map(String::from), Failure::aws($what, e)))
     }};
 }
 
-async fn create(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Failure> {
+/// A failed call: AWS's error code (if it answered one) and the failure.
+type Refused = (Option<String>, Failure);
+
+async fn create(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Refused> {
     whole_schedule!(
         client.create_schedule(),
         group,
@@ -192,7 +197,7 @@ async fn create(client: &Client, group: &str, w: &Wanted, target: &Target) -> Re
     )
 }
 
-async fn update(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Failure> {
+async fn update(client: &Client, group: &str, w: &Wanted, target: &Target) -> Result<(), Refused> {
     whole_schedule!(
         client.update_schedule(),
         group,
