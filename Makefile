@@ -36,14 +36,22 @@ test-asl: tools ## check statemachine/*.asl.json with asl-validator (and that st
 test-template: tools ## lint the deploy template with cfn-lint
 	$(CFN_LINT) infra/template.yaml
 
-test-e2e: tools build-lambdas ## the pipeline end to end on local AWS (moto + cargo lambda)
-	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
+# Real guests wherever they can run (Linux, root: GUEST_TEST_DEPS is `rootfs`); elsewhere the
+# instances exist in moto only, and the targets say so.
+GUEST_ARGS = $(if $(GUEST_TEST_DEPS),,--no-guests)
+NO_GUESTS_NOTE = $(if $(GUEST_TEST_DEPS),,@echo "real guests need Linux and root: running without them (instances in moto only, nothing runs on them)")
 
-dev: tools build-lambdas ## run stackdrop on local AWS in the foreground (endpoint http://127.0.0.1:4566)
-	$(PY) infra/local/dev.py dev --no-build
+test-e2e: tools build-lambdas $(GUEST_TEST_DEPS) ## the pipeline end to end on local AWS (moto + cargo lambda + real guests)
+	$(NO_GUESTS_NOTE)
+	STACKDROP_GUESTS=$(if $(GUEST_TEST_DEPS),1,0) $(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
-demo: tools build-lambdas ## deploy examples/hello on local AWS and show it reach `running`
-	$(PY) infra/local/dev.py demo --no-build
+dev: tools build-lambdas $(GUEST_TEST_DEPS) ## run stackdrop on local AWS in the foreground (endpoint http://127.0.0.1:4566)
+	$(NO_GUESTS_NOTE)
+	$(PY) infra/local/dev.py dev --no-build $(GUEST_ARGS)
+
+demo: tools build-lambdas $(GUEST_TEST_DEPS) ## deploy examples/hello on local AWS, show it come up and print its output
+	$(NO_GUESTS_NOTE)
+	$(PY) infra/local/dev.py demo --no-build $(GUEST_ARGS)
 
 test-rust: venv ## unit, property and CLI tests of the Rust workspace (the store's against moto)
 	$(CARGO) test --workspace --locked

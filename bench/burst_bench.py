@@ -31,7 +31,7 @@ def main() -> int:
     paths = {a: bundles.make(a) for a in apps}
     problems: list[str] = []
     faults = os.environ.get("FAULTS", "")
-    with Stackdrop(port=0, lambda_port=0, quiet=True) as sd:
+    with Stackdrop(port=0, lambda_port=0, quiet=True, guests=False) as sd:
         sd.set_faults(faults, seed=1)
         s3 = sd.client("s3")
         t0 = time.monotonic()

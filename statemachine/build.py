@@ -99,9 +99,9 @@ def instance_map():
             "Provision resources": task("Provision", "IAM role and profile, log group, security group, launch template: this deployment's own.", "Launch instance"),
             "Launch instance": task("Launch", "RunInstances from the launch template; finds this deployment's instance first.", "Wait for instance", extra_retry=profile_race),
             "Wait for instance": {"Type": "Wait", "SecondsPath": "$.wait", "Next": "Check instance state"},
-            "Check instance state": task("Poll", "DescribeInstances; chooses the next wait. Fails with EC2's reason if the instance terminated.", "Running yet?"),
-            "Running yet?": {"Type": "Choice", "Choices": [{"Variable": "$.state", "StringEquals": "running", "Next": "Instance running"}], "Default": "Wait for instance"},
-            "Instance running": {"Type": "Succeed"}}},
+            "Check instance state": task("Poll", "DescribeInstances; chooses the next wait. Up once EC2 says running and the instance's bootstrap tagged it stackdrop:bootstrap=ok. Fails with EC2's reason if the instance terminated, with the bootstrap's if it failed.", "App up yet?"),
+            "App up yet?": {"Type": "Choice", "Choices": [{"Variable": "$.phase", "StringEquals": "up", "Next": "App up"}], "Default": "Wait for instance"},
+            "App up": {"Type": "Succeed"}}},
         "ResultPath": "$.results",
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Roll back"}],
         "Next": "Make current"}

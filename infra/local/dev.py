@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -93,13 +94,15 @@ class Stackdrop:
     """The local environment + the Lambda emulator + stackdrop's control plane."""
 
     def __init__(self, port: int = 4566, lambda_port: int = 9000, table: str = "stackdrop-state",
-                 log_dir: str | None = None, deadline_seconds: int = 900, quiet: bool = False):
+                 log_dir: str | None = None, deadline_seconds: int = 900, quiet: bool = False,
+                 guests: bool = True):
         self.port = port or stackdrop_local.free_port()
         self.lambda_port = lambda_port or stackdrop_local.free_port()
         self.table = table
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="stackdrop-dev-")
         self.deadline_seconds = deadline_seconds
         self.quiet = quiet
+        self.guests = guests  # a real Linux guest per instance (infra/local/guests/)
         self.emulator: subprocess.Popen | None = None
         self.env: stackdrop_local.LocalEnvProcess | None = None
         self.boundary_arn = f"arn:aws:iam::{ACCOUNT}:policy/{BOUNDARY_NAME}"
@@ -154,7 +157,8 @@ class Stackdrop:
             self.log(f"starting local AWS (moto) on {self.endpoint} ...")
             self.env = stackdrop_local.spawn(
                 lambda_url=f"http://127.0.0.1:{self.lambda_port}", port=self.port,
-                log_path=os.path.join(self.log_dir, "local-aws.log"), timeout=90)
+                log_path=os.path.join(self.log_dir, "local-aws.log"), timeout=90,
+                guests=self.guests)
             self._control_plane()
         except BaseException:
             self.stop()
@@ -262,6 +266,22 @@ class Stackdrop:
 
     # -- helpers for the demo and the tests -------------------------------------------------
 
+    def guest_list(self, memory: bool = False) -> dict[str, dict]:
+        """The environment's guests: instance id -> address, init pid, folder, console log."""
+        url = self.endpoint + "/_stackdrop/guests" + ("?memory=1" if memory else "")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=10) as r:
+            return json.load(r)
+
+    def guest_run(self, instance_id: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        """Runs a command inside an instance's guest, as root, in all its namespaces."""
+        pid = self.guest_list().get(instance_id, {}).get("pid1")
+        if pid is None:
+            raise RuntimeError(f"{instance_id} has no running guest")
+        return subprocess.run(
+            ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--",
+             "/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "LANG=C.UTF-8", *argv], capture_output=True, text=True, timeout=timeout)
+
     def set_faults(self, spec: str, seed: int = 0) -> dict:
         """Sets the faults the local AWS injects (see infra/local/faults.py); returns what the
         previous setting injected."""
@@ -344,7 +364,7 @@ def demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if not args.no_build:
         build_binaries()
-    sd = Stackdrop(port=args.port, lambda_port=args.lambda_port)
+    sd = Stackdrop(port=args.port, lambda_port=args.lambda_port, guests=not args.no_guests)
     try:
         sd.start()
         zip_path = os.path.join(ROOT, "target", "demo", "hello.zip")
@@ -386,9 +406,13 @@ def demo(args: argparse.Namespace) -> int:
         if summary["status"] != "succeeded" or not ids or any(s != "running" for s in states.values()):
             say(f"the stack did not reach running: {summary['status']} {states}")
             return 1
-        say(f"hello-app/hello is running ({', '.join(f'{k} {v}' for k, v in states.items())}): "
-            f"{time.monotonic() - upload_at:.1f}s from upload, {time.monotonic() - t0:.1f}s in all")
+        up = time.monotonic() - upload_at
+        say(f"hello-app/hello is up ({', '.join(f'{k} {v}' for k, v in states.items())}; its "
+            f"bootstrap reported ok): {up:.1f}s from upload to app up, {time.monotonic() - t0:.1f}s in all")
         subprocess.run([cli, "status", "hello-app/hello"], env=sd.aws_env())
+        if sd.guests:
+            return show_app_output(sd, ids)
+        say("no guests (--no-guests): nothing ran on the instances, so there is no app output")
         return 0
     except Exception as e:  # noqa: BLE001 - the demo reports any failure and exits non-zero
         say(f"demo failed: {e}")
@@ -398,13 +422,37 @@ def demo(args: argparse.Namespace) -> int:
         sd.stop()
 
 
+def show_app_output(sd: Stackdrop, ids: list[str], timeout: float = 60) -> int:
+    """Prints the example's own output, read back from its log group (what the app wrote on
+    the instance, shipped by the instance itself)."""
+    group = "/stackdrop/instance/hello-app--hello--instance--greeter"
+    logs = sd.client("logs")
+    say(f"the app's output, read from the log group {group}:")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = []
+        for iid in ids:
+            try:
+                events = logs.get_log_events(logGroupName=group, logStreamName=f"{iid}/app",
+                                             startFromHead=True)["events"]
+            except logs.exceptions.ResourceNotFoundException:
+                events = []
+            lines += [f"  {iid}/app: {e['message']}" for e in events]
+        if lines:
+            print("\n".join(lines), flush=True)
+            return 0
+        time.sleep(1)
+    say(f"no app output reached {group} within {timeout:.0f}s")
+    return 1
+
+
 def dev(args: argparse.Namespace) -> int:
     if not args.no_build:
         build_binaries()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Stackdrop(port=args.port, lambda_port=args.lambda_port):
+    with Stackdrop(port=args.port, lambda_port=args.lambda_port, guests=not args.no_guests):
         say("deploy with: AWS_ENDPOINT_URL=http://127.0.0.1:%d aws s3 cp stack.zip s3://stackdrop-bundles/" % args.port)
         say("watch with:  AWS_ENDPOINT_URL=http://127.0.0.1:%d cargo run --bin stackdrop -- status --watch" % args.port)
         say("Ctrl-C stops everything")
@@ -418,6 +466,9 @@ def main() -> int:
     p.add_argument("--port", type=int, default=4566)
     p.add_argument("--lambda-port", type=int, default=9000)
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    p.add_argument("--no-guests", action="store_true",
+                   help="instances in moto only, no real guests (for hosts that cannot run them: "
+                        "not Linux, not root); nothing runs on the instances")
     p.add_argument("--timeout", type=float, default=300, help="demo: seconds to wait for running")
     args = p.parse_args()
     return demo(args) if args.command == "demo" else dev(args)

@@ -9,6 +9,9 @@
 * ``delay``: an AWS call from a Lambda waits up to ``max_delay`` seconds before it is served.
 * ``s3_read_error``: a ranged S3 GET (the validator reading a bundle) answered with a 503, as S3
   does under load.
+* ``instance_download_error``: an instance's download of its bundle version (a guest's GET of an
+  object version) refused with 403 AccessDenied, as when its role may not read that version. The
+  only fault on the instances' own calls (needs guests).
 
 Plus EC2's published API request token buckets (``Ec2Buckets``): RunInstances and the other
 mutating actions each have a bucket that refills at a fixed rate; a call that finds its bucket
@@ -27,7 +30,8 @@ import threading
 import time
 import urllib.parse
 
-KINDS = ("duplicate", "lambda_timeout", "throttle", "error", "delay", "s3_read_error")
+KINDS = ("duplicate", "lambda_timeout", "throttle", "error", "delay", "s3_read_error",
+         "instance_download_error")
 
 # EC2's documented request token buckets (bucket size, refill per second), per action class.
 EC2_BUCKETS = {
@@ -181,6 +185,12 @@ def protocol_of(headers, ec2: bool) -> str:
         return "ec2"
     ctype = headers.get("Content-Type", "") if hasattr(headers, "get") else ""
     return "json" if "amz-json" in ctype else "other"
+
+
+def access_denied_response() -> tuple[int, list[tuple[str, str]], bytes]:
+    return 403, [("Content-Type", "application/xml")], \
+        (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+         b"<Message>Access Denied (stackdrop-local fault)</Message></Error>")
 
 
 def server_error_response() -> tuple[int, list[tuple[str, str]], bytes]:

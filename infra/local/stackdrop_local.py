@@ -73,6 +73,7 @@ import faults as faultlib  # noqa: E402
 PREFIX = "stackdrop-local"
 HEALTH_PATH = "/_stackdrop/health"  # "_stackdrop" is no valid bucket name: no clash with S3 paths
 FAULTS_PATH = "/_stackdrop/faults"  # GET: what was injected; POST {"spec","seed"}: set them
+GUESTS_PATH = "/_stackdrop/guests"  # GET: the guests (address, init pid, folder); ?memory=1
 MOTO_FIXED_EVENT_ID = "17793124-05d4-b198-2fde-7ededc63b103"  # moto's id for every S3 event
 LAMBDA_INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the proxy re-computes itself.
@@ -292,6 +293,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == FAULTS_PATH:
             self._faults_endpoint(body)
             return
+        if self.command == "GET" and path == GUESTS_PATH:
+            guests = env.guests.describe(memory="memory=1" in query) if env.guests else None
+            self._reply(200 if guests is not None else 404, [("Content-Type", "application/json")],
+                        json.dumps(guests if guests is not None else {"error": "guests are off"}).encode())
+            return
         m = LAMBDA_INVOKE_RE.match(path)
         if self.command == "POST" and m:
             self._invoke_lambda(urllib.parse.unquote(m.group(1)), query, body)
@@ -311,8 +317,14 @@ class _Handler(BaseHTTPRequestHandler):
                     json.dumps(env.faults_report()).encode())
 
     def _injected(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
-        """A fault for this AWS call, if one is due (calls from the Lambdas only: the Rust SDK)."""
+        """A fault for this AWS call, if one is due (calls from the Lambdas only: the Rust SDK;
+        and an instance's download of its bundle version)."""
         env = self.server.env
+        if self.server is getattr(env, "_guest_router", None):
+            if self.command == "GET" and "versionId=" in self.path and \
+                    env.faults.should("instance_download_error"):
+                return faultlib.access_denied_response()
+            return None
         if "aws-sdk-rust" not in self.headers.get("User-Agent", ""):
             return None
         action = faultlib.ec2_action(self.command, self.headers, body)
@@ -485,6 +497,7 @@ class LocalEnv:
         # What the bridge started, newest last (for tests and tools; the last 1000 only).
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.guests: Any = None  # guests.manager.GuestManager when config.guests
+        self.standin: Any = None  # standin.BootstrapStandIn otherwise
 
     # -- public ----------------------------------------------------------------------------
 
@@ -543,6 +556,11 @@ class LocalEnv:
             self._bind_router()
             if self.config.guests:  # first: a host that cannot run guests fails at once
                 self._start_guests()
+            else:
+                from standin import BootstrapStandIn
+                self.standin = BootstrapStandIn(lambda: self.client("ec2", direct=True), self.log)
+                self.log("guests: off; instances exist in moto only, run nothing, and are tagged "
+                         "stackdrop:bootstrap=ok as if their bootstrap had succeeded")
             self._start_moto()
             self._configure_moto()
             self._bootstrap()
@@ -812,6 +830,8 @@ class LocalEnv:
         Deleted` (deletion-type "Delete Marker Created"); moto emits nothing. Emit it here."""
         if self.guests is not None:  # --guests: EC2 instance lifecycle calls -> real guests
             self.guests.on_moto_response(method, path, query, body, status, data)
+        elif self.standin is not None:  # no guests: stand in for the bootstrap's report
+            self.standin.on_moto_response(method, path, query, body, status, data)
         bucket_prefix = f"/{self.config.bucket}"
         if not (path == bucket_prefix or path.startswith(bucket_prefix + "/")):
             return

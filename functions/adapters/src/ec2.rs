@@ -378,6 +378,8 @@ pub struct InstanceState {
     pub deployment: Option<String>,
     /// The `stackdrop:instance` tag: the instance's name in stack.json.
     pub name: Option<String>,
+    /// The `stackdrop:bootstrap` tag the instance writes on itself: `ok` or `failed`.
+    pub bootstrap: Option<String>,
 }
 
 fn tag_of(i: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
@@ -409,6 +411,7 @@ fn to_state(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
         public_ip: i.public_ip_address().map(String::from),
         deployment: tag_of(i, "stackdrop:deployment"),
         name: tag_of(i, "stackdrop:instance"),
+        bootstrap: tag_of(i, stackdrop_core::userdata::BOOTSTRAP_TAG),
     }
 }
 

@@ -21,7 +21,9 @@ pub enum Kind {
     Throttled,
     /// The instance went to shutting-down/terminated/stopped; the message is EC2's reason.
     InstanceTerminated,
-    /// The instance did not reach `running` before the deadline.
+    /// The instance's bootstrap reported `failed`; the message is the bootstrap's own reason.
+    BootstrapFailed,
+    /// The instance was not up (running, its bootstrap `ok`) by the deadline.
     DeadlineExceeded,
     /// Something must finish first (e.g. a security group still in use). Retried.
     CleanupPending,
@@ -45,6 +47,7 @@ impl Kind {
             Kind::InstanceProfileNotReady => "InstanceProfileNotReady",
             Kind::Throttled => "Throttled",
             Kind::InstanceTerminated => "InstanceTerminated",
+            Kind::BootstrapFailed => "BootstrapFailed",
             Kind::DeadlineExceeded => "DeadlineExceeded",
             Kind::CleanupPending => "CleanupPending",
             Kind::LeaseLost => "LeaseLost",

@@ -25,3 +25,33 @@ pub async fn ensure_log_group(logs: &Client, plan: &InstancePlan) -> Result<bool
         .map_err(|e| Failure::aws("PutRetentionPolicy", e))?;
     Ok(created)
 }
+
+/// The last message in `stream` that starts with `prefix` (among its newest events), if the
+/// group and stream exist.
+pub async fn last_message(
+    logs: &Client,
+    group: &str,
+    stream: &str,
+    prefix: &str,
+) -> Result<Option<String>, Failure> {
+    let out = match logs
+        .get_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .start_from_head(false)
+        .limit(50)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(Failure::aws("GetLogEvents", e)),
+    };
+    Ok(out
+        .events()
+        .iter()
+        .rev()
+        .filter_map(|e| e.message())
+        .find(|m| m.starts_with(prefix))
+        .map(str::to_string))
+}

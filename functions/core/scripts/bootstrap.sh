@@ -84,27 +84,26 @@ sd_text() {
   python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))'
 }
 
-# sd_report ok|failed MESSAGE: the tag first (what the deployer polls), then the console and the
-# log stream. Fails when the tag could not be written.
+# sd_report ok|failed MESSAGE: the console and the log stream first, then the tag (what the
+# deployer polls: by then the reason it reads from the log stream is there). Fails when the tag
+# could not be written.
 sd_report() {
   local msg="stackdrop bootstrap $1: $2" id rc=0
   SD_REPORTED=$1
-  if id=$(sd_imds instance-id) && [ -n "$id" ]; then
-    aws ec2 create-tags --resources "$id" --tags "Key=stackdrop:bootstrap,Value=$1" >/dev/null ||
-      { rc=1; SD_ERR="the tag stackdrop:bootstrap=$1 could not be written"; }
-  else
-    echo "stackdrop: no instance id from IMDS: the report reaches the console only"
-    id='' rc=1 SD_ERR="no instance id from IMDS"
-  fi
   echo "$msg"
   { echo "$msg" >"$SD_ROOT/dev/console"; } 2>/dev/null || true
-  if [ -n "$id" ]; then
-    aws logs create-log-stream --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" 2>/dev/null || true
-    printf '[{"timestamp": %s, "message": %s}]\n' "$(date +%s%3N)" "$(sd_json "$msg")" >"$SD_STATE/event.json" &&
-      aws logs put-log-events --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" \
-        --log-events "file://$SD_STATE/event.json" >/dev/null ||
-      echo "stackdrop: the report did not reach the log stream $id/bootstrap"
+  if ! id=$(sd_imds instance-id) || [ -z "$id" ]; then
+    echo "stackdrop: no instance id from IMDS: the report reaches the console only"
+    SD_ERR="no instance id from IMDS"
+    return 1
   fi
+  aws logs create-log-stream --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" 2>/dev/null || true
+  printf '[{"timestamp": %s, "message": %s}]\n' "$(date +%s%3N)" "$(sd_json "$msg")" >"$SD_STATE/event.json" &&
+    aws logs put-log-events --log-group-name "$SD_LOG_GROUP" --log-stream-name "$id/bootstrap" \
+      --log-events "file://$SD_STATE/event.json" >/dev/null ||
+    echo "stackdrop: the report did not reach the log stream $id/bootstrap"
+  aws ec2 create-tags --resources "$id" --tags "Key=stackdrop:bootstrap,Value=$1" >/dev/null ||
+    { rc=1; SD_ERR="the tag stackdrop:bootstrap=$1 could not be written"; }
   return "$rc"
 }
 

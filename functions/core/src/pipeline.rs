@@ -167,6 +167,86 @@ pub struct InstanceTask {
     pub private_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
+    /// Where the instance is on its way up (the state machine loops until `up`).
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+/// An instance's way up: EC2 launching it, then its bootstrap running, then the app up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Launched; not `running` yet.
+    #[default]
+    Launching,
+    /// `running`; the bootstrap has not reported yet.
+    Booting,
+    /// The bootstrap reported `ok`: the service stayed up.
+    Up,
+}
+
+/// What one poll read from EC2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen<'a> {
+    /// EC2 does not know the instance (yet: it is eventually consistent after RunInstances).
+    Unknown,
+    Instance {
+        /// EC2's state name.
+        state: &'a str,
+        /// The instance's `stackdrop:bootstrap` tag (`ok` / `failed`), if written yet.
+        bootstrap: Option<&'a str>,
+    },
+}
+
+/// Why the instance will not come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollFailure {
+    /// EC2 still does not know it after [`UNKNOWN_POLLS`] polls.
+    Gone,
+    /// It left the way up (stopping, stopped, shutting-down, terminated): EC2's reason says why.
+    Ended,
+    /// The bootstrap reported `failed`: its own reason says why.
+    BootstrapFailed,
+    /// The deadline passed in this phase.
+    Deadline(Phase),
+}
+
+/// Polls during which an instance EC2 does not know yet counts as launching (EC2's eventual
+/// consistency right after RunInstances is seconds, not minutes).
+pub const UNKNOWN_POLLS: u32 = 3;
+
+impl InstanceTask {
+    /// Takes in one poll: the phase, the poll count (counted per phase: it drives the backoff)
+    /// and the next wait (0 once up). Pure: the poll step reads EC2 and writes the result.
+    pub fn observe(&mut self, seen: Seen, now: u64) -> Result<(), PollFailure> {
+        let phase = match seen {
+            Seen::Unknown if self.polls < UNKNOWN_POLLS && self.phase == Phase::Launching => {
+                Phase::Launching
+            }
+            Seen::Unknown => return Err(PollFailure::Gone),
+            Seen::Instance { state, bootstrap } => match (state, bootstrap) {
+                ("running", Some("ok")) => Phase::Up,
+                ("running", Some("failed")) => return Err(PollFailure::BootstrapFailed),
+                ("running", _) => Phase::Booting,
+                ("pending", _) if self.phase == Phase::Launching => Phase::Launching,
+                _ => return Err(PollFailure::Ended),
+            },
+        };
+        if phase != self.phase {
+            self.phase = phase;
+            self.polls = 0;
+        }
+        self.polls += 1;
+        if phase == Phase::Up {
+            self.wait = 0;
+            return Ok(());
+        }
+        if now >= self.deadline {
+            return Err(PollFailure::Deadline(phase));
+        }
+        self.wait = next_wait(self.polls, now, self.deadline);
+        Ok(())
+    }
 }
 
 /// Step Functions' error object, as a Catch puts it at `ResultPath`.
@@ -351,6 +431,130 @@ mod tests {
         assert_eq!(waits, vec![5, 5, 5, 10, 15, 20, 30, 30, 30]);
         assert_eq!(next_wait(8, 990, 1000), 10);
         assert_eq!(next_wait(0, 1000, 1000), 1);
+    }
+
+    fn launched(deadline: u64) -> InstanceTask {
+        serde_json::from_value(serde_json::json!({
+            "stackId": "a/s", "deployment": "d1", "instance": "web", "deadline": deadline,
+            "instanceId": "i-1", "state": "pending"
+        }))
+        .unwrap()
+    }
+
+    fn running(bootstrap: Option<&str>) -> Seen<'_> {
+        Seen::Instance {
+            state: "running",
+            bootstrap,
+        }
+    }
+
+    #[test]
+    fn an_instance_is_up_only_once_its_bootstrap_reported_ok() {
+        let mut t = launched(1000);
+        assert_eq!(t.phase, Phase::Launching);
+        let pending = Seen::Instance {
+            state: "pending",
+            bootstrap: None,
+        };
+        t.observe(pending, 0).unwrap();
+        assert_eq!((t.phase, t.polls, t.wait), (Phase::Launching, 1, 5));
+        // running is not up: the bootstrap has not reported
+        t.observe(running(None), 10).unwrap();
+        assert_eq!((t.phase, t.polls, t.wait), (Phase::Booting, 1, 5));
+        t.observe(running(Some("anything else")), 15).unwrap();
+        assert_eq!((t.phase, t.polls), (Phase::Booting, 2));
+        t.observe(running(Some("ok")), 20).unwrap();
+        assert_eq!((t.phase, t.wait), (Phase::Up, 0));
+        // the state machine loops on `phase`
+        assert_eq!(serde_json::to_value(&t).unwrap()["phase"], "up");
+    }
+
+    #[test]
+    fn ok_on_the_first_poll_is_up_at_once() {
+        let mut t = launched(1000);
+        t.observe(running(Some("ok")), 0).unwrap();
+        assert_eq!((t.phase, t.wait), (Phase::Up, 0));
+        // up even past the deadline: the app is up
+        let mut t = launched(10);
+        assert_eq!(t.observe(running(Some("ok")), 50), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_bootstrap_or_an_instance_that_left_fails_the_poll() {
+        let mut t = launched(1000);
+        assert_eq!(
+            t.observe(running(Some("failed")), 0),
+            Err(PollFailure::BootstrapFailed)
+        );
+        for state in ["stopping", "stopped", "shutting-down", "terminated"] {
+            let mut t = launched(1000);
+            let seen = Seen::Instance {
+                state,
+                bootstrap: Some("ok"),
+            };
+            assert_eq!(t.observe(seen, 0), Err(PollFailure::Ended), "{state}");
+        }
+        // back to pending after running is not a way up
+        let mut t = launched(1000);
+        t.observe(running(None), 0).unwrap();
+        let pending = Seen::Instance {
+            state: "pending",
+            bootstrap: None,
+        };
+        assert_eq!(t.observe(pending, 5), Err(PollFailure::Ended));
+    }
+
+    #[test]
+    fn an_unknown_instance_is_launching_for_a_few_polls_only() {
+        let mut t = launched(1000);
+        for _ in 0..UNKNOWN_POLLS {
+            t.observe(Seen::Unknown, 0).unwrap();
+            assert_eq!(t.phase, Phase::Launching);
+        }
+        assert_eq!(t.observe(Seen::Unknown, 0), Err(PollFailure::Gone));
+        // once seen running, unknown is gone at once
+        let mut t = launched(1000);
+        t.observe(running(None), 0).unwrap();
+        assert_eq!(t.observe(Seen::Unknown, 5), Err(PollFailure::Gone));
+    }
+
+    #[test]
+    fn the_deadline_names_the_phase_it_passed_in() {
+        let pending = Seen::Instance {
+            state: "pending",
+            bootstrap: None,
+        };
+        let mut t = launched(100);
+        assert_eq!(
+            t.observe(pending, 100),
+            Err(PollFailure::Deadline(Phase::Launching))
+        );
+        let mut t = launched(100);
+        t.observe(running(None), 90).unwrap();
+        assert_eq!(t.wait, 5);
+        t.observe(running(None), 98).unwrap();
+        assert_eq!(t.wait, 2, "never waits past the deadline");
+        assert_eq!(
+            t.observe(running(None), 100),
+            Err(PollFailure::Deadline(Phase::Booting))
+        );
+    }
+
+    #[test]
+    fn backoff_restarts_when_the_instance_starts_booting() {
+        let pending = Seen::Instance {
+            state: "pending",
+            bootstrap: None,
+        };
+        let mut t = launched(10_000);
+        let mut waits = vec![];
+        for _ in 0..7 {
+            t.observe(pending, 0).unwrap();
+            waits.push(t.wait);
+        }
+        t.observe(running(None), 0).unwrap();
+        waits.push(t.wait);
+        assert_eq!(waits, vec![5, 5, 10, 15, 20, 30, 30, 5]);
     }
 
     #[test]

@@ -42,9 +42,11 @@ RUN_ROOT = os.path.join(REPO, ".local", "guest", "run")
 ROOTFS_MARKER = "etc/stackdrop-rootfs"  # written last by rootfs/build.sh
 EC2_ACTIONS = {"RunInstances": "run", "StartInstances": "start", "StopInstances": "stop",
                "RebootInstances": "reboot", "TerminateInstances": "terminate"}
+IMAGE_WITHOUT_TAG = "stackdrop-local:without"  # on an AMI: paths its guests do not have
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-HOW_TO_RUN_WITHOUT = ("run the local environment without --guests (guests=False): instances "
-                      "then exist in moto only and run no user data")
+HOW_TO_RUN_WITHOUT = ("run the local environment without --guests (guests=False; `dev.py "
+                      "--no-guests`, which make dev/demo/test-e2e pass where guests cannot run): "
+                      "instances then exist in moto only and run no user data")
 
 
 class GuestsUnavailable(RuntimeError):
@@ -307,6 +309,7 @@ class GuestManager:
         self._imds.add(meta)
         r.guest = nspawn.Guest(spec, self.rootfs, self.run_dir, self.cgroup_base, self._spawn,
                                log=self.log, on_exit=self._guest_exited)
+        r.guest.without = self._image_without(meta.image_id)
         self._boot(r)
 
     def _do_start(self, r: Record, params: dict[str, str]) -> None:
@@ -449,6 +452,16 @@ class GuestManager:
                                 region=self.region, hostname=dns.split(".")[0])
         return meta, spec
 
+    def _image_without(self, image_id: str) -> list[str]:
+        """What the instance's image lacks: its AMI's tag `stackdrop-local:without`, absolute
+        paths separated by commas (every image is the one root filesystem otherwise)."""
+        try:
+            images = self._client("ec2").describe_images(ImageIds=[image_id])["Images"]
+        except Exception:  # noqa: BLE001 - an AMI moto does not know: the plain image
+            return []
+        tags = {t["Key"]: t["Value"] for i in images for t in i.get("Tags") or []}
+        return [p for p in tags.get(IMAGE_WITHOUT_TAG, "").split(",") if p.startswith("/")]
+
     @staticmethod
     def _template_data(ec2: Any, params: dict[str, str]) -> dict[str, Any]:
         lt_id = params.get("LaunchTemplate.LaunchTemplateId")
@@ -493,6 +506,23 @@ class GuestManager:
 
     def record(self, iid: str) -> Record | None:
         return self._records.get(iid)
+
+    def describe(self, memory: bool = False) -> dict[str, dict[str, Any]]:
+        """Every guest, for tools and tests in another process (`GET /_stackdrop/guests`): its
+        address, the host pid of its init (nsenter), its folder and console log, timings."""
+        with self._lock:
+            records = list(self._records.values())
+        out: dict[str, dict[str, Any]] = {}
+        for r in records:
+            g = r.guest
+            d: dict[str, Any] = {"user_data_seconds": r.user_data_seconds, "running": False}
+            if g is not None:
+                d.update(address=g.spec.address, pid1=g.pid1(), dir=g.dir,
+                         console_log=g.console_log, merged=g.merged, running=bool(g.running))
+                if memory and d["pid1"] is not None:
+                    d["memory"] = g.memory()
+            out[r.instance_id] = d
+        return out
 
 
 class _Credentials:

@@ -222,6 +222,9 @@ class Guest:
         self.dir = os.path.join(run_dir, spec.instance_id)
         self.merged = os.path.join(self.dir, "merged")
         self.console_log = os.path.join(self.dir, "console.log")
+        # Files of the root filesystem this guest's image does not have (its AMI's
+        # `stackdrop-local:without` tag: a way to test an image that lacks a tool).
+        self.without: list[str] = []
         self.cgroup = Cgroup(f"{cgroup_base}/{spec.instance_id}")
         self._spawn = spawn
         self.log = log
@@ -252,6 +255,9 @@ class Guest:
             os.makedirs(os.path.dirname(p), exist_ok=True)
             with open(p, "w") as f:
                 f.write(content)
+        for rel in self.without:  # an image that lacks these (a whiteout in the guest's layer)
+            if os.path.lexists(self.path(rel)):
+                os.remove(self.path(rel))
 
     def start(self) -> None:
         with self._lock:

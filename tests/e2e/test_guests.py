@@ -1,0 +1,247 @@
+"""Deploys whose instances boot real Linux guests (infra/local/guests): a deploy succeeds only once
+the app is up on the instance. Every assertion reads the guest itself (its processes and files, over
+nsenter), the app over HTTP, or AWS's API (EC2, Logs); never the project's own claims alone."""
+
+import base64
+import json
+import threading
+import time
+import urllib.request
+import zipfile
+
+import pytest
+
+from conftest import BUCKET, live_instances, needs_guests, tags_of, unique
+from guests.testkit import wait_for as guest_wait_for
+
+pytestmark = needs_guests
+
+AL2023 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# What arrives byte for byte and never runs: quotes, $, backticks, a newline, non-ASCII.
+TRICKY = "it's \"q\" $HOME `touch /tmp/pwned-bt` $(touch /tmp/pwned) \\n\nline 2: ünï ✓ \u00a0end"
+HTTP_PORT = 8080
+
+
+def make_zip(tmp_path, app: str, instances: dict, files: dict[str, bytes], stack: str = "web",
+             entry=lambda name: name) -> str:
+    """A bundle: app.json, stack.json and `files`, each entry named by `entry(name)`."""
+    path = str(tmp_path / f"{app}-{len(list(tmp_path.iterdir()))}.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(entry("app.json"), json.dumps({"name": app}))
+        z.writestr(entry("stack.json"), json.dumps({"name": stack, "instances": instances}))
+        for name, data in files.items():
+            z.writestr(entry(name), data)
+    return path
+
+
+def deploy(sd, path: str, key: str, timeout: float = 300) -> tuple[dict, str]:
+    out = sd.aws("s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", path)
+    version = json.loads(out.stdout)["VersionId"]
+    return sd.wait_execution(key, version, timeout=timeout), version
+
+
+def running(sd, app: str) -> list[dict]:
+    return live_instances(sd, app, states=["running"])
+
+
+def sh(sd, iid: str, script: str) -> str:
+    r = sd.guest_run(iid, ["/bin/bash", "-c", script])
+    assert r.returncode == 0, (script, r.stdout, r.stderr)
+    return r.stdout
+
+
+def wait_for(what: str, fn, timeout: float = 60):
+    return guest_wait_for(fn, timeout, what, interval=0.5)
+
+
+def app_lines(sd, group: str, iid: str) -> list[str]:
+    logs = sd.client("logs")
+    try:
+        events = logs.get_log_events(logGroupName=group, logStreamName=f"{iid}/app",
+                                     startFromHead=True)["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    return [e["message"] for e in events]
+
+
+def main_pid(sd, iid: str, unit: str) -> int:
+    return int(sh(sd, iid, f"systemctl show -p MainPID --value {unit}").strip() or 0)
+
+
+def test_the_app_runs_as_its_user_in_its_folder_under_systemd_and_logs_to_its_group(sd, tmp_path):
+    app = unique("g-hello")
+    command = "printf '%s' \"$TRICKY\" > tricky.out; exec python3 hello.py"
+    hello = open("examples/hello/src/hello/hello.py", "rb").read()
+    path = make_zip(tmp_path, app, {"greeter": {
+        "image": AL2023, "type": "t3.micro", "code": "./src/hello", "command": command,
+        "environment": {"GREETING": "Hello from a guest", "INTERVAL_SECONDS": "1", "TRICKY": TRICKY}}},
+        {"src/hello/hello.py": hello})
+    ex, _ = deploy(sd, path, f"{app}.zip")
+    assert ex["status"] == "SUCCEEDED", ex
+    (inst,) = running(sd, app)
+    iid = inst["InstanceId"]
+    assert tags_of(inst)["stackdrop:bootstrap"] == "ok"  # up: reported by the instance itself
+
+    unit = "stackdrop-greeter.service"
+    pid = main_pid(sd, iid, unit)
+    assert pid > 0
+    assert sh(sd, iid, f"ps -o user= -p {pid}").strip() == "ec2-user"
+    assert sh(sd, iid, f"readlink /proc/{pid}/cwd").strip() == "/home/ec2-user/greeter"
+    assert sh(sd, iid, f"cat /proc/{pid}/cgroup").strip().endswith(f"/system.slice/{unit}")
+    # The environment arrived byte for byte, and nothing in it ran.
+    got = base64.b64decode(sh(sd, iid, "base64 -w0 /home/ec2-user/greeter/tricky.out"))
+    assert got == TRICKY.encode()
+    assert sh(sd, iid, "ls /tmp/pwned /tmp/pwned-bt 2>/dev/null || true") == ""
+
+    group = f"/stackdrop/instance/{app}--web--instance--greeter"
+    lines = wait_for("the app's output in its log group", lambda: (
+        lambda ls: ls if len(ls) >= 3 else None)(app_lines(sd, group, iid)))
+    assert lines[0] == f"Hello from a guest ({app}/web/greeter), every 1s"
+    assert lines[1:3] == ["Hello from a guest #1", "Hello from a guest #2"]
+
+    # Killed, it comes back (systemd restarts it).
+    sh(sd, iid, f"kill -9 {pid}")
+    new = wait_for("a restarted process", lambda: (lambda p: p if p not in (0, pid) else None)(
+        main_pid(sd, iid, unit)), timeout=30)
+    assert sh(sd, iid, f"ps -o user= -p {new}").strip() == "ec2-user"
+
+    # Stopped and started, the instance runs the app again without a new bootstrap.
+    ec2 = sd.client("ec2")
+    ec2.stop_instances(InstanceIds=[iid])
+    wait_for("stopped", lambda: not running(sd, app) and not sd.guest_list().get(iid, {}).get("pid1"))
+    ec2.start_instances(InstanceIds=[iid])
+    wait_for("the app back after start", lambda: sd.guest_list().get(iid, {}).get("pid1") and
+             sh(sd, iid, f"systemctl is-active {unit} || true").strip() == "active", timeout=90)
+    assert sh(sd, iid, "grep -c 'stackdrop bootstrap ok' /var/log/stackdrop-bootstrap.log").strip() == "1"
+
+
+@pytest.mark.parametrize("form", ["dot-slash", "flagless-utf8"])
+def test_bundles_zipped_other_ways_run_with_every_file_or_are_rejected(sd, tmp_path, form):
+    """`zip -r x.zip .` / bsdtar write `./` entries; some zippers write UTF-8 names without the
+    UTF-8 flag. Either the code arrives whole, or validation refuses: never ok with an empty folder."""
+    app = unique(f"g-{form}")
+    name = "src/app/h\u00e9llo.txt" if form == "flagless-utf8" else "src/app/hello.txt"
+    placeholder = "src/app/hXXllo.txt"  # as long as the UTF-8 name, in ASCII (no flag set)
+    files = {"src/app/run.sh": b"echo ran\n", placeholder if form == "flagless-utf8" else name: b"hi\n"}
+    path = make_zip(tmp_path, app, {"worker": {
+        "image": AL2023, "type": "t3.micro", "code": "./src/app", "command": "exec sleep infinity"}},
+        files, entry=(lambda n: "./" + n) if form == "dot-slash" else (lambda n: n))
+    if form == "flagless-utf8":
+        data = open(path, "rb").read()
+        assert data.count(placeholder.encode()) == 2  # local header and central directory
+        open(path, "wb").write(data.replace(placeholder.encode(), name.encode()))
+        with zipfile.ZipFile(path) as z:
+            assert all(not (i.flag_bits & 0x800) for i in z.infolist())
+    ex, _ = deploy(sd, path, f"{app}.zip")
+    if ex["status"] != "SUCCEEDED":
+        assert ex.get("error") == "InvalidBundle", ex
+        assert not live_instances(sd, app)
+        return
+    (inst,) = running(sd, app)
+    listing = sh(sd, inst["InstanceId"], "cd /home/ec2-user/worker && find . -type f | LC_ALL=C sort")
+    assert listing.split("\n")[:2] == ["./" + name.split("/", 2)[2], "./run.sh"]
+    assert sh(sd, inst["InstanceId"], "cat /home/ec2-user/worker/" + name.split("/", 2)[2]) == "hi\n"
+
+
+def _image_without(sd, paths: str) -> str:
+    """A copy of Amazon Linux 2023's AMI whose guests lack `paths` (the local environment's
+    `stackdrop-local:without` tag; moto's RegisterImage would lose the architecture)."""
+    ec2 = sd.client("ec2")
+    source = sd.client("ssm").get_parameter(Name=AL2023.removeprefix("resolve:ssm:"))["Parameter"]["Value"]
+    image = ec2.copy_image(Name=unique("no-tools"), SourceImageId=source, SourceRegion="us-east-1")["ImageId"]
+    ec2.create_tags(Resources=[image], Tags=[{"Key": "stackdrop-local:without", "Value": paths}])
+    return image
+
+
+@pytest.mark.parametrize("case", ["download", "exits-at-once", "missing-tool"])
+def test_a_failed_bootstrap_fails_the_deploy_with_its_own_reason(sd, tmp_path, case):
+    app = unique(f"g-{case}")
+    worker = {"image": AL2023, "type": "t3.micro", "code": "./src/app", "command": "exec sleep infinity"}
+    expect = {"download": "step download: aws exited", "exits-at-once": "step settle: the command stopped",
+              "missing-tool": "step tools: systemctl is not installed on this image"}[case]
+    if case == "exits-at-once":
+        worker["command"] = "echo 'giving up now' >&2; exit 3"
+    if case == "missing-tool":
+        # systemctl: the report itself needs the AWS CLI (and its python3) and curl; an image
+        # without those can tell only its console, and the deploy fails at its deadline.
+        worker["image"] = _image_without(sd, "/usr/bin/systemctl")
+    if case == "download":
+        sd.set_faults("instance_download_error=#50")
+    try:
+        ex, _ = deploy(sd, make_zip(tmp_path, app, {"worker": worker}, {"src/app/x": b"x"}), f"{app}.zip")
+    finally:
+        if case == "download":
+            sd.set_faults("")
+    assert ex["status"] == "FAILED" and ex.get("error") == "BootstrapFailed", ex
+    cause = json.loads(ex["cause"])["errorMessage"] if ex["cause"].startswith("{") else ex["cause"]
+    assert expect in cause, cause
+    if case == "exits-at-once":
+        assert "giving up now" in cause and "exit status 3" in cause, cause
+    if case == "download":
+        assert "AccessDenied" in cause, cause
+    # Rolled back: nothing of the failed deploy is left running.
+    wait_for("the failed instance removed", lambda: not live_instances(sd, app), timeout=120)
+
+
+def http_app(tmp_path, app: str, version: str, command: str | None = None) -> str:
+    return make_zip(tmp_path, app, {"web": {
+        "image": AL2023, "type": "t3.micro", "code": "./site",
+        "command": command or f"exec python3 -m http.server {HTTP_PORT} --bind 0.0.0.0"}},
+        {"site/version.txt": version.encode()})
+
+
+class Sampler:
+    """Twice a second, asks every running instance of the app for /version.txt over HTTP (at
+    its guest's own address); records what answered."""
+
+    def __init__(self, sd, app: str):
+        self.sd, self.app = sd, app
+        self.samples: list[list[str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _ask(self, address: str) -> str | None:
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    f"http://{address}:{HTTP_PORT}/version.txt", timeout=1) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def _run(self):
+        while not self._stop.is_set():
+            guests = self.sd.guest_list()
+            ids = [i["InstanceId"] for i in running(self.sd, self.app)]
+            answers = [self._ask(guests[i]["address"]) for i in ids if guests.get(i, {}).get("address")]
+            self.samples.append([a for a in answers if a])
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_an_update_never_leaves_the_app_unanswered_and_a_failed_one_keeps_the_old_serving(sd, tmp_path):
+    app = unique("g-http")
+    key = f"{app}.zip"
+    ex, _ = deploy(sd, http_app(tmp_path, app, "v1"), key)
+    assert ex["status"] == "SUCCEEDED", ex
+    with Sampler(sd, app) as s:
+        wait_for("v1 answering", lambda: s.samples and s.samples[-1] == ["v1"], timeout=30)
+        ex, _ = deploy(sd, http_app(tmp_path, app, "v2"), key)
+        assert ex["status"] == "SUCCEEDED", ex
+        wait_for("v2 alone answering", lambda: s.samples[-1] == ["v2"], timeout=60)
+        during_update = list(s.samples)
+        # v3 dies at once: its deploy fails, v2 keeps serving.
+        ex, _ = deploy(sd, http_app(tmp_path, app, "v3", command="exit 1"), key)
+        assert ex["status"] == "FAILED" and ex.get("error") == "BootstrapFailed", ex
+        time.sleep(2)
+    first = next(i for i, a in enumerate(during_update) if a)
+    assert all(during_update[first:]), "a sample found no instance answering"
+    assert {v for a in during_update for v in a} == {"v1", "v2"}
+    assert all(a == ["v2"] for a in s.samples[len(during_update):]), s.samples[len(during_update):]
+    print(f"\nsampler: {len(s.samples)} samples, none without an answer")
