@@ -234,3 +234,34 @@ pub fn statements(instance: &Instance, ctx: &Context) -> Vec<Value> {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_drop_the_selector_and_the_leading_slash() {
+        let arn = |r: &str| parameter_arn(r, "aws", "eu-west-1", "*");
+        assert_eq!(arn("/a/b"), "arn:aws:ssm:eu-west-1:*:parameter/a/b");
+        assert_eq!(arn("/a/b:3"), "arn:aws:ssm:eu-west-1:*:parameter/a/b");
+        assert_eq!(arn("flat:prod"), "arn:aws:ssm:eu-west-1:*:parameter/flat");
+        assert_eq!(
+            arn("arn:aws:ssm:us-east-1:123456789012:parameter/x/y:7"),
+            "arn:aws:ssm:us-east-1:123456789012:parameter/x/y"
+        );
+        assert_eq!(
+            arn("arn:aws:ssm:us-east-1:123456789012:parameter/x"),
+            "arn:aws:ssm:us-east-1:123456789012:parameter/x"
+        );
+    }
+
+    #[test]
+    fn the_list_is_one_line_a_secret() {
+        let s = [
+            ("A".to_string(), "/a".to_string()),
+            ("B".to_string(), "b:1".to_string()),
+        ];
+        assert_eq!(render_list(&s), "A=/a\nB=b:1\n");
+        assert_eq!(render_list(&[]), "");
+    }
+}

@@ -1393,6 +1393,17 @@ print(json.dumps(out))
             .collect()
     }
 
+    /// Runs the bootstrap of an instance with `secrets` (variable, parameter) and `command`.
+    fn run_with_secrets(w: &World, secrets: &[(&str, &str)], command: &str) -> Run {
+        let secrets: Vec<(String, String)> = secrets
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        let mut input = sample(&[], Some(command));
+        input.secrets = &secrets;
+        w.run(&render(&input))
+    }
+
     /// Runs the service's run script as systemd would (no environment) and returns its stdout.
     fn run_service(w: &World) -> Output {
         Command::new(w.t().join("bin/bash"))
@@ -1528,14 +1539,15 @@ print(json.dumps(out))
                 &["/my-app/missing", "/my-app/db-password:9"],
             ),
         );
-        let secrets = vec![
-            ("DB_PASSWORD".to_string(), "/my-app/db-password".to_string()),
-            ("MISSING".to_string(), "/my-app/missing".to_string()),
-            ("OLD".to_string(), "/my-app/db-password:9".to_string()),
-        ];
-        let mut input = sample(&[], Some("true"));
-        input.secrets = &secrets;
-        let r = w.run(&render(&input));
+        let r = run_with_secrets(
+            &w,
+            &[
+                ("DB_PASSWORD", "/my-app/db-password"),
+                ("MISSING", "/my-app/missing"),
+                ("OLD", "/my-app/db-password:9"),
+            ],
+            "true",
+        );
         r.assert_failed("step secrets: python3 exited 1: secrets: SSM Parameter Store has no parameter (or version, or label) /my-app/missing (MISSING), /my-app/db-password:9 (OLD)");
         assert_eq!(
             r.calls.matches("aws ssm get-parameters").count(),
@@ -1555,10 +1567,7 @@ print(json.dumps(out))
             "fail-get-parameters",
             "\nAn error occurred (AccessDeniedException) when calling the GetParameters operation: User: arn:aws:sts::123456789012:assumed-role/r/i-0 is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:us-east-1:123456789012:parameter/other\n",
         );
-        let secrets = vec![("X".to_string(), "/other".to_string())];
-        let mut input = sample(&[], Some("true"));
-        input.secrets = &secrets;
-        let r = w.run(&render(&input));
+        let r = run_with_secrets(&w, &[("X", "/other")], "true");
         r.assert_failed("step secrets: python3 exited 3: secrets: aws ssm get-parameters /other exited 254: An error occurred (AccessDeniedException) when calling the GetParameters operation: User: arn:aws:sts::123456789012:assumed-role/r/i-0 is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:us-east-1:123456789012:parameter/other");
         assert_eq!(
             r.calls.matches("aws ssm get-parameters").count(),
@@ -1575,10 +1584,7 @@ print(json.dumps(out))
         // The first call answers nothing useful (an empty reply), the second the value.
         w.set("ssm-1.json", "");
         w.set("ssm.json", &ssm_answer(&[("/a", "v")], &[]));
-        let secrets = vec![("A".to_string(), "/a".to_string())];
-        let mut input = sample(&[], Some("true"));
-        input.secrets = &secrets;
-        let r = w.run(&render(&input));
+        let r = run_with_secrets(&w, &[("A", "/a")], "true");
         assert!(r.status.success(), "{}", r.out);
         assert!(
             r.out
