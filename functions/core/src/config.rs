@@ -294,6 +294,10 @@ pub fn is_user_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+fn bad_env_name(k: &str) -> String {
+    format!("{k:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+}
+
 pub fn is_env_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -735,7 +739,7 @@ fn check_instance(
                 for (k, ev) in em {
                     let eptr = join(&at("environment"), k);
                     if !is_env_name(k) {
-                        c.push(&eptr, format!("{k:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                        c.push(&eptr, bad_env_name(k));
                         env_ok = false;
                     }
                     match ev {
@@ -823,10 +827,7 @@ fn check_secrets(
     for (k, sv) in sm {
         let sptr = join(ptr, k);
         if !is_env_name(k) {
-            c.push(
-                &sptr,
-                format!("{k:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"),
-            );
+            c.push(&sptr, bad_env_name(k));
         } else if env_ok && environment.iter().any(|(n, _)| n == k) {
             c.push(
                 &sptr,
