@@ -172,6 +172,27 @@ printf '%s' "$SD_ENV_GZ" | base64 -d | sd_gunzip >"$SD_ETC/$SD_INSTANCE.env"
 chmod 0640 -- "$SD_ETC/$SD_INSTANCE.env"
 sd_try chgrp -- "$SD_GID" "$SD_ETC/$SD_INSTANCE.env"
 
+# The values are read here, by the instance's own role, and written only to this root-owned
+# file (group of the user, 0640) that the service's script sources: never to the user data, the
+# log or the console (secrets.py prints names only). Refused calls are retried (a new role's
+# policy may take seconds to apply); a missing parameter fails at once, named.
+if [ -n "$SD_SECRETS" ]; then
+  sd_step secrets "from SSM Parameter Store to $SD_ETC/$SD_INSTANCE.secrets.env"
+  printf '%s' "$SD_SECRETS_PY_GZ" | base64 -d | sd_gunzip >"$SD_LIB/secrets.py"
+  for attempt in 1 2 3 4 5; do
+    sd_rc=0
+    sd_try python3 "$SD_LIB/secrets.py" "$SD_ETC/$SD_INSTANCE.secrets.env" "$SD_SECRETS" || sd_rc=$?
+    if [ "$sd_rc" -eq 0 ]; then
+      break
+    fi
+    if [ "$sd_rc" -ne 3 ] || [ "$attempt" -eq 5 ]; then
+      exit 1
+    fi
+    sleep $((attempt * 3))
+  done
+  sd_try chgrp -- "$SD_GID" "$SD_ETC/$SD_INSTANCE.secrets.env"
+fi
+
 sd_step logs
 printf '%s' "$SD_SHIP_PY" >"$SD_LIB/ship.py"
 printf '%s' "$SD_LOG_UNIT_FILE" >"$SD_UNITS/$SD_LOG_UNIT"
@@ -185,6 +206,7 @@ if [ "$SD_HAS_COMMAND" = 1 ]; then
   {
     printf '#!/bin/bash\n'
     printf '. %q || exit 1\n' "$SD_ETC/$SD_INSTANCE.env"
+    [ -z "$SD_SECRETS" ] || printf '. %q || exit 1\n' "$SD_ETC/$SD_INSTANCE.secrets.env"
     printf 'cd -- %q || { echo %q >&2; exit 1; }\n' "$SD_DIR" "stackdrop: the code folder $SD_DIR is missing"
     printf 'exec /bin/bash -c %q\n' "$SD_COMMAND"
   } >"$SD_LIB/$SD_INSTANCE/run"

@@ -26,6 +26,7 @@ pub const INSTANCE_FIELDS: &[&str] = &[
     "user",
     "command",
     "environment",
+    "secrets",
     "permissions",
     "waitForTermination",
     "schedule",
@@ -94,6 +95,10 @@ pub struct Instance {
     pub command: Option<String>,
     /// In the order written.
     pub environment: Vec<(String, String)>,
+    /// Variable name -> SSM parameter name or ARN (a stackdrop extension), in the order
+    /// written: read on the instance at boot, see [`crate::secrets`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<(String, String)>,
     pub permissions: Vec<Permission>,
     pub wait_for_termination: bool,
     /// When to start and stop the instance (EventBridge Scheduler), if at all.
@@ -287,6 +292,10 @@ pub fn is_user_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn bad_env_name(k: &str) -> String {
+    format!("{k:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
 }
 
 pub fn is_env_name(s: &str) -> bool {
@@ -730,7 +739,7 @@ fn check_instance(
                 for (k, ev) in em {
                     let eptr = join(&at("environment"), k);
                     if !is_env_name(k) {
-                        c.push(&eptr, format!("{k:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                        c.push(&eptr, bad_env_name(k));
                         env_ok = false;
                     }
                     match ev {
@@ -749,6 +758,10 @@ fn check_instance(
             None => env_ok = false,
         }
     }
+    let (secrets, secrets_ok) = match m.get("secrets") {
+        None => (Vec::new(), true),
+        Some(v) => check_secrets(c, v, &at("secrets"), &environment, env_ok),
+    };
     let mut permissions = Vec::new();
     let mut perms_ok = true;
     if let Some(v) = m.get("permissions") {
@@ -778,7 +791,7 @@ fn check_instance(
         None => Some(None),
         Some(v) => check_schedule(c, v, &at("schedule")).map(Some),
     };
-    if !(command_ok && env_ok && perms_ok) {
+    if !(command_ok && env_ok && secrets_ok && perms_ok) {
         return None;
     }
     Some(Instance {
@@ -790,10 +803,47 @@ fn check_instance(
         user: user?,
         command,
         environment,
+        secrets,
         permissions,
         wait_for_termination: wait_for_termination?,
         schedule: schedule?,
     })
+}
+
+/// `secrets`: variable name -> SSM parameter reference ([`crate::secrets::check_reference`]).
+/// A name may not also be in `environment` (`env_ok`: whether that was read whole).
+fn check_secrets(
+    c: &mut Checker,
+    v: &Value,
+    ptr: &str,
+    environment: &[(String, String)],
+    env_ok: bool,
+) -> (Vec<(String, String)>, bool) {
+    let Some(sm) = c.object(v, ptr) else {
+        return (Vec::new(), false);
+    };
+    let before = c.problems.len();
+    let mut secrets = Vec::new();
+    for (k, sv) in sm {
+        let sptr = join(ptr, k);
+        if !is_env_name(k) {
+            c.push(&sptr, bad_env_name(k));
+        } else if env_ok && environment.iter().any(|(n, _)| n == k) {
+            c.push(
+                &sptr,
+                format!(
+                    "{k:?} is also in \"environment\": a variable is a value or a secret, not both"
+                ),
+            );
+        }
+        if let Some(s) = c.string(sv, &sptr) {
+            if c.rule(&sptr, crate::secrets::check_reference(s)).is_some() {
+                secrets.push((k.clone(), s.to_string()));
+            }
+        }
+    }
+    let ok = c.problems.len() == before;
+    (secrets, ok)
 }
 
 fn check_permission(c: &mut Checker, v: &Value, ptr: &str) -> Option<Permission> {
@@ -1214,6 +1264,137 @@ mod tests {
         assert_eq!(
             e,
             "stack.json: /instances/worker/environment/X: must not contain a NUL character"
+        );
+    }
+
+    #[test]
+    fn secrets_name_ssm_parameters() {
+        let c = parse_config(
+            APP.as_bytes(),
+            stack_with(r#"{"image":"ami-12345678","type":"t3.micro","code":".","environment":{"NODE_ENV":"production"},
+                "secrets":{"DB_PASSWORD":"/my-app/db-password","API_KEY":"arn:aws:ssm:us-east-1:123456789012:parameter/x/api-key","FLAT":"flat.name_1-2","V":"/my-app/db-password:3","L":"/a/b:prod","ARN_V":"arn:aws-cn:ssm:cn-north-1:123456789012:parameter/x:7"}}"#).as_bytes(),
+        )
+        .unwrap();
+        let w = &c.instances[0];
+        let pairs: Vec<(&str, &str)> = w
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("DB_PASSWORD", "/my-app/db-password"),
+                (
+                    "API_KEY",
+                    "arn:aws:ssm:us-east-1:123456789012:parameter/x/api-key"
+                ),
+                ("FLAT", "flat.name_1-2"),
+                ("V", "/my-app/db-password:3"),
+                ("L", "/a/b:prod"),
+                (
+                    "ARN_V",
+                    "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/x:7"
+                ),
+            ]
+        );
+        // Without the key (Awsless' files): none, and the serialized instance does not mention it.
+        let c = parse_config(APP.as_bytes(), stack_with(WORKER).as_bytes()).unwrap();
+        assert!(c.instances[0].secrets.is_empty());
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("secrets"), "{json}");
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+        let empty = r#"{"image":"ami-12345678","type":"t3.micro","code":".","secrets":{}}"#;
+        assert!(parse_config(APP.as_bytes(), stack_with(empty).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn secrets_rules() {
+        let long = format!("/{}", "a".repeat(1011));
+        let deep = "/a".repeat(16);
+        let e = instance_errors(&format!(
+            r#"{{"image":"ami-12345678","type":"t3.micro","code":".","environment":{{"DUP":"x"}},"secrets":{{
+                "DUP":"/my-app/dup",
+                "1BAD":"/ok",
+                "NUM":5,
+                "SPACE":"/my app/x",
+                "REL":"my-app/x",
+                "EMPTY":"",
+                "DOUBLE":"/a//b",
+                "TRAIL":"/a/",
+                "DEEP":"{deep}",
+                "LONG":"{long}",
+                "AWS":"/aws/service/x",
+                "SSM":"SSMx",
+                "SEL":"/a:",
+                "SEL2":"/a:b c",
+                "ARN":"arn:aws:ssm:us-east-1:1234:parameter/x",
+                "ARN2":"arn:aws:s3:::bucket",
+                "ARN3":"arn:aws:ssm:us-east-1:123456789012:parameter//x"}}}}"#
+        ));
+        let p = "stack.json: /instances/worker/secrets";
+        assert_eq!(
+            e,
+            vec![
+                format!(
+                    r#"{p}/DUP: "DUP" is also in "environment": a variable is a value or a secret, not both"#
+                ),
+                format!(
+                    r#"{p}/1BAD: "1BAD" is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"#
+                ),
+                format!("{p}/NUM: expected a string, found a number"),
+                format!(
+                    r#"{p}/SPACE: "/my app/x" is not an SSM parameter name: ' ' is not allowed (letters, digits, "_", ".", "-", and "/" between levels; e.g. "/my-app/db-password" or "arn:aws:ssm:us-east-1:123456789012:parameter/my-app/db-password")"#
+                ),
+                format!(
+                    r#"{p}/REL: "my-app/x": a parameter name with levels starts with "/" ("/my-app/x")"#
+                ),
+                format!(
+                    r#"{p}/EMPTY: "" names no SSM parameter (e.g. "/my-app/db-password" or "arn:aws:ssm:us-east-1:123456789012:parameter/my-app/db-password")"#
+                ),
+                format!(
+                    r#"{p}/DOUBLE: "/a//b": an SSM parameter name has no empty level ("//" or a "/" at the end)"#
+                ),
+                format!(
+                    r#"{p}/TRAIL: "/a/": an SSM parameter name has no empty level ("//" or a "/" at the end)"#
+                ),
+                format!(r#"{p}/DEEP: "{deep}" has 16 levels; SSM allows at most 15"#),
+                format!(
+                    r#"{p}/LONG: "{long}" is 1012 characters long; SSM parameter names have at most 1011"#
+                ),
+                format!(
+                    r#"{p}/AWS: "/aws/service/x": parameter names beginning with "aws" or "ssm" are reserved by AWS"#
+                ),
+                format!(
+                    r#"{p}/SSM: "SSMx": parameter names beginning with "aws" or "ssm" are reserved by AWS"#
+                ),
+                format!(
+                    r#"{p}/SEL: "/a:": the version or label after ":" must be 1 to 100 letters, digits, "_", "." or "-""#
+                ),
+                format!(
+                    r#"{p}/SEL2: "/a:b c": the version or label after ":" must be 1 to 100 letters, digits, "_", "." or "-""#
+                ),
+                format!(
+                    r#"{p}/ARN: "arn:aws:ssm:us-east-1:1234:parameter/x" is not an SSM parameter ARN (arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME, e.g. "/my-app/db-password" or "arn:aws:ssm:us-east-1:123456789012:parameter/my-app/db-password")"#
+                ),
+                format!(
+                    r#"{p}/ARN2: "arn:aws:s3:::bucket" is not an SSM parameter ARN (arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME, e.g. "/my-app/db-password" or "arn:aws:ssm:us-east-1:123456789012:parameter/my-app/db-password")"#
+                ),
+                format!(
+                    r#"{p}/ARN3: "arn:aws:ssm:us-east-1:123456789012:parameter//x": in an ARN the name follows "parameter/" without its leading "/""#
+                ),
+            ]
+        );
+        let e =
+            one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","secrets":["/a"]}"#);
+        assert_eq!(
+            e,
+            "stack.json: /instances/worker/secrets: expected an object, found a list"
+        );
+        let e = one_error(r#"{"image":"ami-12345678","type":"t3.micro","code":".","secret":{}}"#);
+        assert_eq!(
+            e,
+            r#"stack.json: /instances/worker/secret: unknown field "secret"; did you mean "secrets"?"#
         );
     }
 

@@ -9,6 +9,8 @@
 //! - [`plan`]: everything the pipeline creates for a bundle version.
 //! - [`schedule`]: per-instance schedules: EventBridge Scheduler's expressions and IANA time
 //!   zones (generated list, embedded), checked offline.
+//! - [`secrets`]: SSM parameters named as environment variables: their rules and the role's
+//!   statements (the values are read on the instance, never here).
 //! - [`userdata`]: the bootstrap script each instance runs.
 
 pub mod bundle;
@@ -22,6 +24,7 @@ pub mod problem;
 pub mod schedule;
 pub mod schedules;
 pub mod schema;
+pub mod secrets;
 pub mod source;
 pub mod trigger;
 pub mod userdata;

@@ -243,7 +243,8 @@ pub fn trust_policy() -> Value {
 }
 
 /// The declared permissions plus exactly what the instance needs: read its own bundle version,
-/// write its own log group, and tag itself with its bootstrap result.
+/// write its own log group, tag itself with its bootstrap result, read its own secrets and no
+/// other SSM parameter ([`crate::secrets::statements`]).
 pub fn inline_policy(
     config: &Config,
     instance: &Instance,
@@ -307,6 +308,7 @@ pub fn inline_policy(
             "ForAllValues:StringEquals": { "aws:TagKeys": [userdata::BOOTSTRAP_TAG] }
         }
     }));
+    statements.extend(crate::secrets::statements(instance, ctx));
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -345,6 +347,7 @@ pub fn plan(valid: &ValidBundle, source: &Source, ctx: &Context) -> Result<Plan,
             user: &instance.user,
             command: instance.command.as_deref(),
             environment: &instance.environment,
+            secrets: &instance.secrets,
         });
         if user_data.len() > USER_DATA_MAX {
             problems.push(Problem::new(
@@ -609,7 +612,7 @@ mod tests {
             vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
         );
         let st = role.inline_policy["Statement"].as_array().unwrap();
-        assert_eq!(st.len(), 4);
+        assert_eq!(st.len(), 5);
         assert_eq!(st[0]["Action"], json!(["s3:GetObject"]));
         assert_eq!(st[0]["Resource"], json!(["arn:aws:s3:::my-bucket/*"]));
         assert_eq!(st[1]["Action"], "s3:GetObjectVersion");
@@ -621,6 +624,106 @@ mod tests {
             st[3]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
             json!(["stackdrop:bootstrap"])
         );
+        // AmazonSSMManagedInstanceCore allows reading every parameter: not this instance.
+        assert_eq!(
+            st[4],
+            json!({"Sid": "OnlyOwnParameters", "Effect": "Deny", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": "*"})
+        );
+    }
+
+    const SECRETS: &str = r#"{"image":"ami-12345678","type":"t3.medium","code":".","command":"npm start",
+        "environment":{"NODE_ENV":"production"},
+        "secrets":{"DB_PASSWORD":"/my-app/db-password","API_KEY":"arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key","PINNED":"/my-app/db-password:3","TOKEN":"token"}}"#;
+
+    #[test]
+    fn secrets_are_readable_by_the_role_and_no_other_parameter() {
+        let p = plan(&valid(config(SECRETS), ""), &source(), &ctx()).unwrap();
+        let st = p.instances[0].role.inline_policy["Statement"]
+            .as_array()
+            .unwrap();
+        let arns = json!([
+            "arn:aws:ssm:us-east-1:123456789012:parameter/my-app/db-password",
+            "arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/token",
+        ]);
+        assert_eq!(
+            &st[3..],
+            &[
+                json!({"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": arns}),
+                json!({"Sid": "DecryptOwnSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": {
+                    "StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"},
+                    "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": arns}}}),
+                json!({"Sid": "OnlyOwnParameters", "Effect": "Deny", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "NotResource": arns}),
+            ]
+        );
+        // Offline the account is unknown: any account, as the logs statement does.
+        let offline = plan(&valid(config(SECRETS), ""), &source(), &Context::default()).unwrap();
+        let st = &offline.instances[0].role.inline_policy["Statement"];
+        assert_eq!(
+            st[3]["Resource"][0],
+            "arn:aws:ssm:us-east-1:*:parameter/my-app/db-password"
+        );
+        assert_eq!(
+            st[3]["Resource"][1],
+            "arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key"
+        );
+        // The user data names the parameters, in the order written.
+        let ud = &p.instances[0].launch_template.user_data;
+        assert!(ud.contains("\nSD_SECRETS='DB_PASSWORD=/my-app/db-password\nAPI_KEY=arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key\nPINNED=/my-app/db-password:3\nTOKEN=token\n'\n"), "{ud}");
+    }
+
+    #[test]
+    fn declared_parameter_reads_stay_readable() {
+        let declared = |actions: &str, resources: &str| {
+            let c = config(&format!(
+                r#"{{"image":"ami-12345678","type":"t3.medium","code":".","secrets":{{"A":"/a"}},"permissions":[
+                    {{"actions":"s3:GetObject","resources":"*"}},
+                    {{"effect":"deny","actions":"ssm:*","resources":"arn:aws:ssm:*:*:parameter/never"}},
+                    {{"actions":{actions},"resources":{resources}}}]}}"#
+            ));
+            let p = plan(&valid(c, ""), &source(), &ctx()).unwrap();
+            p.instances[0].role.inline_policy["Statement"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            declared(
+                r#"["ssm:getparameter*"]"#,
+                r#"["arn:aws:ssm:*:*:parameter/config/*"]"#
+            )["NotResource"],
+            json!([
+                "arn:aws:ssm:us-east-1:123456789012:parameter/a",
+                "arn:aws:ssm:*:*:parameter/config/*"
+            ])
+        );
+        // Declared on every parameter: nothing to deny.
+        assert_eq!(
+            declared(r#""ssm:Get*""#, r#""*""#)["Sid"],
+            "DecryptOwnSecrets"
+        );
+        assert_eq!(declared(r#""*""#, r#""*""#)["Sid"], "DecryptOwnSecrets");
+        // Other actions change nothing.
+        assert_eq!(
+            declared(r#""ssm:PutParameter""#, r#""*""#)["NotResource"],
+            json!(["arn:aws:ssm:us-east-1:123456789012:parameter/a"])
+        );
+    }
+
+    #[test]
+    fn no_secret_value_is_in_the_plan() {
+        // The plan knows names only: a value cannot be in it. What it may hold of a secret is
+        // exactly its variable and parameter names.
+        let p = plan(&valid(config(SECRETS), ""), &source(), &ctx()).unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        for name in ["DB_PASSWORD", "API_KEY", "PINNED", "TOKEN"] {
+            assert_eq!(text.matches(name).count(), 1, "{name}");
+        }
+        let none = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
+        let ud = &none.instances[0].launch_template.user_data;
+        assert!(ud.contains("\nSD_SECRETS=''\nSD_SECRETS_PY_GZ=''\n"));
     }
 
     #[test]
@@ -715,8 +818,16 @@ mod tests {
         let env: Vec<String> = (0..30)
             .map(|i| format!(r#""VARIABLE_NUMBER_{i}":"{}""#, "v'$`\\\"".repeat(20)))
             .collect();
+        // And 20 secrets with long names.
+        let secrets: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    r#""SECRET_NUMBER_{i}":"/my-app/production/database/credentials/secret-{i}""#
+                )
+            })
+            .collect();
         let inst: Vec<String> = (0..20)
-            .map(|n| format!(r#""worker-{n:02}":{{"image":"ami-12345678","type":"t3.medium","code":".","command":"{}","environment":{{{}}}}}"#, "./run --flag ".repeat(20), env.join(",")))
+            .map(|n| format!(r#""worker-{n:02}":{{"image":"ami-12345678","type":"t3.medium","code":".","command":"{}","environment":{{{}}},"secrets":{{{}}}}}"#, "./run --flag ".repeat(20), env.join(","), secrets.join(",")))
             .collect();
         let c = parse_config(
             APP,

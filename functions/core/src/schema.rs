@@ -12,6 +12,9 @@ const IMAGE: &str =
 const INSTANCE_TYPE: &str = r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|[0-9]{1,3}xlarge|metal|metal-[0-9]{1,3}xl)$";
 const USER: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
 const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+/// An SSM parameter name (`name` or `/path/to/name`) or ARN, with an optional `:version` or
+/// `:label`; [`crate::secrets`] checks the rest (length, depth, the reserved `aws`/`ssm`).
+const SECRET: &str = r"^(/[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*|[a-zA-Z0-9_.-]+|arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*)(:[a-zA-Z0-9_.-]{1,100})?$";
 const ACTION: &str = r"^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?-]+)$";
 const RESOURCE: &str = r"^(\*|arn:[^:\s]+:[^:\s]+:[^:\s]*:[^:\s]*:\S+)$";
 /// The shape of a schedule expression; [`crate::schedule`] checks the rest (cron's fields, the
@@ -98,6 +101,14 @@ pub struct InstanceSpec {
     #[serde(default)]
     #[schemars(extend("propertyNames" = { "pattern": ENV_NAME }))]
     pub environment: BTreeMap<String, String>,
+    /// Environment variables of the command read from SSM Parameter Store (a stackdrop
+    /// extension): variable name -> parameter name or ARN, e.g. "/my-app/db-password", optionally
+    /// with :version or :label. String, StringList or SecureString; read on the instance at boot
+    /// by its own role, which may read these parameters and no other; the values are never in the
+    /// user data, the plan or the state. A name may not also be in environment.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": ENV_NAME }))]
+    pub secrets: BTreeMap<String, SecretRef>,
     /// IAM permissions of the instance's role.
     #[serde(default)]
     pub permissions: Vec<PermissionSpec>,
@@ -171,6 +182,10 @@ pub enum OneOrMany<T> {
     One(T),
     Many(#[schemars(length(min = 1))] Vec<T>),
 }
+
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SecretRef(#[schemars(regex(pattern = SECRET), length(max = 2048))] pub String);
 
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
@@ -324,6 +339,7 @@ mod tests {
         assert_eq!(inst["type"]["pattern"], INSTANCE_TYPE);
         assert_eq!(inst["image"]["pattern"], IMAGE);
         assert_eq!(inst["user"]["pattern"], USER);
+        assert_eq!(stack["$defs"]["SecretRef"]["pattern"], SECRET);
         let schedule = &stack["$defs"]["ScheduleSpec"]["properties"];
         assert_eq!(schedule["start"]["pattern"], SCHEDULE_EXPRESSION);
         assert_eq!(schedule["stop"]["pattern"], SCHEDULE_EXPRESSION);

@@ -11,6 +11,9 @@
 //! 2. extracts only the instance's code folder into `~user/{instance}`, reading the zip with the
 //!    validator's rules and writing at most what validation saw ([`UserDataInput::max_bytes`]),
 //! 3. writes the environment file (system variables, then the user's) that the service sources,
+//!    and, for an instance with `secrets`, reads their values from SSM Parameter Store with its
+//!    own role into a second file the service sources after it (`scripts/secrets.py`; only the
+//!    parameter names are in the user data, see [`crate::secrets`]),
 //! 4. runs `command` as `user` in that absolute folder under systemd (`Restart=on-failure`), its
 //!    output appended to `/var/log/stackdrop/{instance}.log` and shipped to the log group,
 //! 5. reports the outcome outside the instance: the tag `stackdrop:bootstrap` (`ok` / `failed`),
@@ -34,6 +37,9 @@ pub const BOOTSTRAP_SH: &str = include_str!("../scripts/bootstrap.sh");
 pub const EXTRACT_PY: &str = include_str!("../scripts/extract.py");
 /// Ships the command's log file to CloudWatch Logs.
 pub const SHIP_PY: &str = include_str!("../scripts/ship.py");
+/// Reads the instance's secrets from SSM Parameter Store into the file the service sources
+/// (in the user data of instances with secrets only).
+pub const SECRETS_PY: &str = include_str!("../scripts/secrets.py");
 
 /// Everything the script needs, all already validated.
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct UserDataInput<'a> {
     pub user: &'a str,
     pub command: Option<&'a str>,
     pub environment: &'a [(String, String)],
+    /// Variable name -> SSM parameter name or ARN: only these names travel, never a value.
+    pub secrets: &'a [(String, String)],
 }
 
 /// Quotes a string for bash: the result, pasted anywhere a word goes, is exactly `s`, and nothing
@@ -175,7 +183,7 @@ pub fn render(input: &UserDataInput) -> String {
     let i = input.instance;
     let mut env = system_environment(input);
     env.extend(input.environment.iter().cloned());
-    let vars: [(&str, String); 17] = [
+    let vars: [(&str, String); 19] = [
         // "" on an instance: the unit tests point it at a scratch folder.
         ("SD_ROOT", String::new()),
         ("SD_INSTANCE", i.into()),
@@ -204,6 +212,16 @@ pub fn render(input: &UserDataInput) -> String {
         ),
         ("SD_LOG_UNIT_FILE", ship_unit(input)),
         ("SD_ENV_GZ", gzip_b64(render_env_file(&env).as_bytes())),
+        ("SD_SECRETS", crate::secrets::render_list(input.secrets)),
+        // Only where needed: the bytes count against the 16 KB.
+        (
+            "SD_SECRETS_PY_GZ",
+            if input.secrets.is_empty() {
+                String::new()
+            } else {
+                gzip_b64(SECRETS_PY.as_bytes())
+            },
+        ),
     ];
     let mut s = String::with_capacity(12 * 1024);
     s.push_str(&format!(
@@ -252,6 +270,7 @@ pub(crate) mod tests {
             user: "ec2-user",
             command,
             environment: env,
+            secrets: &[],
         }
     }
 
@@ -475,7 +494,8 @@ pub(crate) mod tests {
 
     /// One stub for every tool the bootstrap calls that touches the system or AWS: it logs its
     /// command line to $T/calls, fails when $T/fail-<what> exists (printing that file), and plays
-    /// S3 (the bundle is $T/bundle.zip), IMDS, EC2 tags, CloudWatch Logs ($T/events) and
+    /// S3 (the bundle is $T/bundle.zip), IMDS, EC2 tags, SSM parameters (the N-th call answers
+    /// $T/ssm-N.json, else $T/ssm.json), CloudWatch Logs ($T/events) and
     /// systemd ($T/state, $T/restarts, $T/status; `enable` appends $T/app-output to the log).
     const STUB: &str = r#"#!/bin/bash
 me=${0##*/}
@@ -486,6 +506,7 @@ case $me in
     case "$1 $2" in
       "s3api get-object") fail get-object 254; out=${!#}; printf '%s\n' "$out" >>"$T/download-path"; cp -- "$T/bundle.zip" "$out"; echo '{}' ;;
       "ec2 create-tags") fail create-tags 254 ;;
+      "ssm get-parameters") fail get-parameters 254; n=$(grep -c '^aws ssm get-parameters' "$T/calls"); cat -- "$T/ssm-$n.json" 2>/dev/null || cat -- "$T/ssm.json" ;;
       "logs put-log-events") for a; do case $a in file://*) cat -- "${a#file://}" >>"$T/events" ;; esac; done ;;
     esac ;;
   curl) fail imds 22; case "$*" in *api/token*) echo token ;; *instance-id*) printf i-0123456789abcdef0 ;; esac ;;
@@ -506,7 +527,7 @@ esac
     /// The real tools the bootstrap (and the stub) need; nothing else is on its PATH.
     const REAL_TOOLS: &[&str] = &[
         "bash", "cat", "cp", "cut", "date", "install", "mkdir", "mv", "rm", "tail", "tee", "touch",
-        "tr", "chmod", "base64", "gzip",
+        "tr", "chmod", "base64", "gzip", "grep",
     ];
     const STUBBED: &[&str] = &[
         "aws",
@@ -1318,5 +1339,288 @@ print(json.dumps(out))
         assert_eq!(want.len(), 2);
         let got = python_extract(&[(zip, prefix, max)]);
         assert_eq!(got[0].as_ref().unwrap(), &want);
+    }
+
+    // ---- secrets: read on the instance, never anywhere else ----
+
+    /// Values no quoting hack survives: quotes, `$`, backticks, newlines, non-ASCII, empty.
+    const SECRET_VALUES: &[(&str, &str, &str)] = &[
+        (
+            "DB_PASSWORD",
+            "/my-app/db-password",
+            "it's \"q\" $(touch pwned) `touch pwned` ${HOME} $0",
+        ),
+        (
+            "API_KEY",
+            "arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key",
+            "line one\nline two\n\n",
+        ),
+        (
+            "UNICODE",
+            "/my-app/unicode",
+            "ünïcödé ✓ 🚀 \\' '\\'' \t tab",
+        ),
+        ("EMPTY", "/my-app/empty", ""),
+        ("PINNED", "/my-app/db-password:3", "'"),
+    ];
+
+    /// SSM's answer to GetParameters for `params` (reference, value): Name and ARN as AWS gives
+    /// them, the selector in Selector.
+    fn ssm_answer(params: &[(&str, &str)], invalid: &[&str]) -> String {
+        let parameters: Vec<serde_json::Value> = params
+            .iter()
+            .map(|(reference, value)| {
+                let (param, selector) = match reference.rsplit_once(':') {
+                    Some((p, s)) if !s.contains('/') => (p, format!(":{s}")),
+                    _ => (*reference, String::new()),
+                };
+                let arn = crate::secrets::parameter_arn(param, "aws", "us-east-1", "123456789012");
+                let name = param.to_string();
+                let mut p = serde_json::json!({"Name": name, "Type": "SecureString", "Value": value, "Version": 3, "ARN": arn, "DataType": "text"});
+                if !selector.is_empty() {
+                    p["Selector"] = selector.into();
+                }
+                p
+            })
+            .collect();
+        serde_json::json!({"Parameters": parameters, "InvalidParameters": invalid}).to_string()
+    }
+
+    fn secret_list() -> Vec<(String, String)> {
+        SECRET_VALUES
+            .iter()
+            .map(|(n, p, _)| (n.to_string(), p.to_string()))
+            .collect()
+    }
+
+    /// Runs the bootstrap of an instance with `secrets` (variable, parameter) and `command`.
+    fn run_with_secrets(w: &World, secrets: &[(&str, &str)], command: &str) -> Run {
+        let secrets: Vec<(String, String)> = secrets
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        let mut input = sample(&[], Some(command));
+        input.secrets = &secrets;
+        w.run(&render(&input))
+    }
+
+    /// Runs the service's run script as systemd would (no environment) and returns its stdout.
+    fn run_service(w: &World) -> Output {
+        Command::new(w.t().join("bin/bash"))
+            .arg(w.t().join("root/usr/local/lib/stackdrop/worker/run"))
+            .env_clear()
+            .env("PATH", w.t().join("bin"))
+            .current_dir(w.t())
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn secrets_arrive_byte_for_byte_and_are_printed_nowhere() {
+        let w = World::new(&good_bundle());
+        // /my-app/db-password twice (plain and :3): separate calls, told apart.
+        w.set(
+            "ssm-1.json",
+            &ssm_answer(
+                &SECRET_VALUES[..4]
+                    .iter()
+                    .map(|(_, p, v)| (*p, *v))
+                    .collect::<Vec<_>>(),
+                &[],
+            ),
+        );
+        w.set(
+            "ssm-2.json",
+            &ssm_answer(&[(SECRET_VALUES[4].1, SECRET_VALUES[4].2)], &[]),
+        );
+        let secrets = secret_list();
+        let names: Vec<&str> = SECRET_VALUES.iter().map(|(n, _, _)| *n).collect();
+        let command = format!(
+            "for n in {}; do printf '%s\\0' \"${{!n}}\"; done",
+            names.join(" ")
+        );
+        let mut input = sample(&[], Some(&command));
+        input.secrets = &secrets;
+        let ud = render(&input);
+        let r = w.run(&ud);
+        assert!(r.status.success(), "{}", r.out);
+        assert_eq!(r.tags(), ["ok"]);
+        assert_eq!(
+            r.calls.lines().filter(|l| l.starts_with("aws ssm")).collect::<Vec<_>>(),
+            [
+                "aws ssm get-parameters --with-decryption --output json --names /my-app/db-password arn:aws:ssm:us-east-1:210987654321:parameter/shared/api-key /my-app/unicode /my-app/empty",
+                "aws ssm get-parameters --with-decryption --output json --names /my-app/db-password:3",
+            ]
+        );
+        let file = w.t().join("root/etc/stackdrop/worker.secrets.env");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert!(
+            r.calls
+                .contains(&format!("chgrp -- 1000 {}\n", file.display())),
+            "{}",
+            r.calls
+        );
+        // The service sources it after the environment, and gets every byte.
+        let run = w.read("root/usr/local/lib/stackdrop/worker/run");
+        let env_at = run.find("/etc/stackdrop/worker.env || exit 1\n").unwrap();
+        let secrets_at = run
+            .find("/etc/stackdrop/worker.secrets.env || exit 1\n")
+            .unwrap();
+        assert!(env_at < secrets_at, "{run}");
+        let out = run_service(&w);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+        let want: Vec<&[u8]> = SECRET_VALUES
+            .iter()
+            .map(|(_, _, v)| v.as_bytes())
+            .chain([&b""[..]])
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            !w.t().join("pwned").exists() && !w.code().join("pwned").exists(),
+            "a value ran"
+        );
+        // No value in the user data, the bootstrap's output (the console through cloud-init),
+        // its log file, the console, the log stream, or any command line.
+        let log = w.read("root/var/log/stackdrop-bootstrap.log");
+        assert!(
+            log.contains("secrets: DB_PASSWORD, API_KEY, UNICODE, EMPTY, PINNED written to "),
+            "{log}"
+        );
+        for (_, _, value) in SECRET_VALUES.iter().filter(|(_, _, v)| v.len() > 1) {
+            for (what, text) in [
+                ("user data", &ud),
+                ("output", &r.out),
+                ("log", &log),
+                ("console", &r.console),
+                ("events", &r.events),
+                ("calls", &r.calls),
+            ] {
+                assert!(!text.contains(value), "{value:?} is in the {what}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_secrets_nothing_is_read() {
+        let w = World::new(&good_bundle());
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        assert!(r.status.success(), "{}", r.out);
+        assert!(
+            !r.calls.contains("aws ssm") && !r.out.contains("secrets"),
+            "{}",
+            r.out
+        );
+        assert!(!w.t().join("root/etc/stackdrop/worker.secrets.env").exists());
+        assert!(!w
+            .t()
+            .join("root/usr/local/lib/stackdrop/secrets.py")
+            .exists());
+        assert!(!w
+            .read("root/usr/local/lib/stackdrop/worker/run")
+            .contains("secrets"));
+    }
+
+    #[test]
+    fn a_missing_secret_fails_the_bootstrap_with_its_name() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "ssm.json",
+            &ssm_answer(
+                &[("/my-app/db-password", "s3cr3t-value")],
+                &["/my-app/missing", "/my-app/db-password:9"],
+            ),
+        );
+        let r = run_with_secrets(
+            &w,
+            &[
+                ("DB_PASSWORD", "/my-app/db-password"),
+                ("MISSING", "/my-app/missing"),
+                ("OLD", "/my-app/db-password:9"),
+            ],
+            "true",
+        );
+        r.assert_failed("step secrets: python3 exited 1: secrets: SSM Parameter Store has no parameter (or version, or label) /my-app/missing (MISSING), /my-app/db-password:9 (OLD)");
+        assert_eq!(
+            r.calls.matches("aws ssm get-parameters").count(),
+            2,
+            "not retried: {}",
+            r.calls
+        );
+        assert!(!w.t().join("root/etc/stackdrop/worker.secrets.env").exists());
+        assert!(!r.calls.contains("systemctl"));
+        assert!(!r.out.contains("s3cr3t-value") && !r.console.contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn a_refused_read_is_retried_then_fails_with_awss_reason() {
+        let w = World::new(&good_bundle());
+        w.set(
+            "fail-get-parameters",
+            "\nAn error occurred (AccessDeniedException) when calling the GetParameters operation: User: arn:aws:sts::123456789012:assumed-role/r/i-0 is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:us-east-1:123456789012:parameter/other\n",
+        );
+        let r = run_with_secrets(&w, &[("X", "/other")], "true");
+        r.assert_failed("step secrets: python3 exited 3: secrets: aws ssm get-parameters /other exited 254: An error occurred (AccessDeniedException) when calling the GetParameters operation: User: arn:aws:sts::123456789012:assumed-role/r/i-0 is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:us-east-1:123456789012:parameter/other");
+        assert_eq!(
+            r.calls.matches("aws ssm get-parameters").count(),
+            5,
+            "{}",
+            r.calls
+        );
+        assert!(!r.calls.contains("systemctl"));
+    }
+
+    #[test]
+    fn a_refused_read_that_recovers_is_no_failure() {
+        let w = World::new(&good_bundle());
+        // The first call answers nothing useful (an empty reply), the second the value.
+        w.set("ssm-1.json", "");
+        w.set("ssm.json", &ssm_answer(&[("/a", "v")], &[]));
+        let r = run_with_secrets(&w, &[("A", "/a")], "true");
+        assert!(r.status.success(), "{}", r.out);
+        assert!(
+            r.out
+                .contains("secrets: aws ssm get-parameters /a printed no answer"),
+            "{}",
+            r.out
+        );
+        assert_eq!(w.read("root/etc/stackdrop/worker.secrets.env"), "# written by stackdrop at boot from SSM Parameter Store: sourced by the service\nexport A='v'\n");
+    }
+
+    #[test]
+    fn more_than_ten_secrets_take_several_calls() {
+        let w = World::new(&good_bundle());
+        let refs: Vec<String> = (0..23).map(|i| format!("/p/{i}")).collect();
+        let values: Vec<(&str, &str)> = refs.iter().map(|r| (r.as_str(), r.as_str())).collect();
+        w.set("ssm.json", &ssm_answer(&values, &[]));
+        let secrets: Vec<(String, String)> = refs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("S{i}"), r.clone()))
+            .collect();
+        let mut input = sample(&[], Some("true"));
+        input.secrets = &secrets;
+        let r = w.run(&render(&input));
+        assert!(r.status.success(), "{}", r.out);
+        let calls: Vec<usize> = r
+            .calls
+            .lines()
+            .filter(|l| l.starts_with("aws ssm"))
+            .map(|l| l.split(" --names ").nth(1).unwrap().split(' ').count())
+            .collect();
+        assert_eq!(calls, [10, 10, 3]);
+        let file = w.read("root/etc/stackdrop/worker.secrets.env");
+        assert!(
+            file.contains("export S0='/p/0'\n") && file.contains("export S22='/p/22'\n"),
+            "{file}"
+        );
     }
 }
