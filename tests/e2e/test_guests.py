@@ -245,3 +245,34 @@ def test_an_update_never_leaves_the_app_unanswered_and_a_failed_one_keeps_the_ol
     assert {v for a in during_update for v in a} == {"v1", "v2"}
     assert all(a == ["v2"] for a in s.samples[len(during_update):]), s.samples[len(during_update):]
     print(f"\nsampler: {len(s.samples)} samples, none without an answer")
+
+
+def test_a_secret_arrives_on_the_instance_and_in_no_api_response(sd, tmp_path):
+    app = unique("g-secret")
+    token = f"sd-e2e-{app}"
+    value = f"{token} it's \"q\" $(touch /tmp/pwned) `id` ${{HOME}}\nline2 ünï ✓\n"
+    sd.client("ssm").put_parameter(Name=f"/{app}/db-password", Type="SecureString", Value=value)
+    ex, _ = deploy(sd, make_zip(tmp_path, app, {"worker": {
+        "image": AL2023, "type": "t3.micro", "code": "./src/app",
+        "secrets": {"DB_PASSWORD": f"/{app}/db-password"},
+        "command": "printf '%s' \"$DB_PASSWORD\" > secret.out; exec sleep infinity"}},
+        {"src/app/x": b"x"}), f"{app}.zip")
+    assert ex["status"] == "SUCCEEDED", ex
+    (inst,) = running(sd, app)
+    iid = inst["InstanceId"]
+    assert base64.b64decode(sh(sd, iid, "base64 -w0 /home/ec2-user/worker/secret.out")) == value.encode()
+    assert sh(sd, iid, "stat -c '%U:%G %a' /etc/stackdrop/worker.secrets.env").strip() == "root:ec2-user 640"
+    assert sh(sd, iid, "ls /tmp/pwned 2>/dev/null || true") == ""
+    assert sh(sd, iid, f"grep -c {token} /var/log/stackdrop-bootstrap.log || true").strip() == "0"
+    # The value is in no answer of EC2, the state table or the execution history.
+    ec2, sfn = sd.client("ec2"), sd.client("stepfunctions")
+    user_data = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+    assert f"/{app}/db-password".encode() in base64.b64decode(user_data)  # the name, not the value
+    answers = [base64.b64decode(user_data).decode(), json.dumps(ec2.describe_instances(InstanceIds=[iid]), default=str),
+               json.dumps(ec2.describe_launch_template_versions(
+                   LaunchTemplateName=f"{app}--web--instance--worker--{json.loads(ex['output'])['deployment']}")
+                   ["LaunchTemplateVersions"], default=str),
+               json.dumps(sd.client("dynamodb").scan(TableName="stackdrop-state")["Items"], default=str),
+               json.dumps(sfn.get_execution_history(executionArn=ex["executionArn"], maxResults=1000), default=str),
+               json.dumps(ex, default=str)]
+    assert not [a[:200] for a in answers if token in a or base64.b64encode(value.encode()).decode() in a]
