@@ -441,6 +441,13 @@ mod tests {
         .unwrap()
     }
 
+    fn pending() -> Seen<'static> {
+        Seen::Instance {
+            state: "pending",
+            bootstrap: None,
+        }
+    }
+
     fn running(bootstrap: Option<&str>) -> Seen<'_> {
         Seen::Instance {
             state: "running",
@@ -452,10 +459,7 @@ mod tests {
     fn an_instance_is_up_only_once_its_bootstrap_reported_ok() {
         let mut t = launched(1000);
         assert_eq!(t.phase, Phase::Launching);
-        let pending = Seen::Instance {
-            state: "pending",
-            bootstrap: None,
-        };
+        let pending = pending();
         t.observe(pending, 0).unwrap();
         assert_eq!((t.phase, t.polls, t.wait), (Phase::Launching, 1, 5));
         // running is not up: the bootstrap has not reported
@@ -497,10 +501,7 @@ mod tests {
         // back to pending after running is not a way up
         let mut t = launched(1000);
         t.observe(running(None), 0).unwrap();
-        let pending = Seen::Instance {
-            state: "pending",
-            bootstrap: None,
-        };
+        let pending = pending();
         assert_eq!(t.observe(pending, 5), Err(PollFailure::Ended));
     }
 
@@ -520,10 +521,7 @@ mod tests {
 
     #[test]
     fn the_deadline_names_the_phase_it_passed_in() {
-        let pending = Seen::Instance {
-            state: "pending",
-            bootstrap: None,
-        };
+        let pending = pending();
         let mut t = launched(100);
         assert_eq!(
             t.observe(pending, 100),
@@ -542,10 +540,7 @@ mod tests {
 
     #[test]
     fn backoff_restarts_when_the_instance_starts_booting() {
-        let pending = Seen::Instance {
-            state: "pending",
-            bootstrap: None,
-        };
+        let pending = pending();
         let mut t = launched(10_000);
         let mut waits = vec![];
         for _ in 0..7 {
