@@ -12,7 +12,12 @@
 //!    validator's rules and writing at most what validation saw ([`UserDataInput::max_bytes`]),
 //! 3. writes the environment file (system variables, then the user's) that the service sources,
 //! 4. runs `command` as `user` in that absolute folder under systemd (`Restart=on-failure`), its
-//!    output appended to `/var/log/stackdrop/{instance}.log` and shipped to the log group,
+//!    output (stdout and stderr) in the journal, kept on disk (`Storage=persistent`, at most 1 GiB:
+//!    `/etc/systemd/journald.conf.d/stackdrop.conf`), and `stackdrop-{instance}-logs.service`
+//!    (`ship.py`, `Restart=always`, enabled) sends it to the stream `{instance-id}/app` of the log
+//!    group with journald's timestamps, once and in order: it saves the journal cursor of what
+//!    CloudWatch accepted in `/var/lib/stackdrop/{instance}/ship-app.cursor` and resumes after it
+//!    on a restart, a reboot or a stop/start, retrying a failed send,
 //! 5. reports the outcome outside the instance: the tag `stackdrop:bootstrap` (`ok` / `failed`),
 //!    a line on the serial console (GetConsoleOutput) and the log stream `{instance-id}/bootstrap`.
 //!    Any failed step reports `failed` with the step and its error and exits non-zero; `ok` comes
@@ -32,7 +37,7 @@ pub const SETTLE_SECONDS: u32 = 5;
 pub const BOOTSTRAP_SH: &str = include_str!("../scripts/bootstrap.sh");
 /// Extracts the instance's code folder with the validator's rules (`bundle.rs`).
 pub const EXTRACT_PY: &str = include_str!("../scripts/extract.py");
-/// Ships the command's log file to CloudWatch Logs.
+/// Ships the service's journal to CloudWatch Logs from a saved cursor.
 pub const SHIP_PY: &str = include_str!("../scripts/ship.py");
 
 /// Everything the script needs, all already validated.
@@ -111,19 +116,24 @@ fn unit(input: &UserDataInput) -> String {
     format!(
         "[Unit]\nDescription=stackdrop {app}/{stack}/{i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
 [Service]\nType=simple\nUser={user}\nExecStart=/usr/local/lib/stackdrop/{i}/run\nRestart=on-failure\nRestartSec=5\n\
-StandardOutput=append:/var/log/stackdrop/{i}.log\nStandardError=inherit\n\n[Install]\nWantedBy=multi-user.target\n",
+StandardOutput=journal\nStandardError=journal\nLogRateLimitIntervalSec=0\n\n[Install]\nWantedBy=multi-user.target\n",
         app = input.app,
         stack = input.stack,
         user = input.user,
     )
 }
 
+/// The shipper's unit: the service's journal to `{instance-id}/app`, from the cursor it saved
+/// (`ship.py`). Names are `[a-z0-9-]` and the group `/stackdrop/instance/...`: nothing to quote.
 fn ship_unit(input: &UserDataInput) -> String {
     let i = input.instance;
     format!(
-        "[Unit]\nDescription=stackdrop log shipper for {i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
-[Service]\nType=simple\nExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py /var/log/stackdrop/{i}.log /etc/stackdrop/{i}.env app\nRestart=always\nRestartSec=10\n\n\
-[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription=stackdrop logs of {i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
+[Service]\nType=simple\nEnvironment=AWS_DEFAULT_REGION={region}\n\
+ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-{i}.service {group} app /var/lib/stackdrop/{i}/ship-app.cursor\n\
+Restart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+        region = input.region,
+        group = input.log_group,
     )
 }
 
@@ -476,7 +486,7 @@ pub(crate) mod tests {
     /// One stub for every tool the bootstrap calls that touches the system or AWS: it logs its
     /// command line to $T/calls, fails when $T/fail-<what> exists (printing that file), and plays
     /// S3 (the bundle is $T/bundle.zip), IMDS, EC2 tags, CloudWatch Logs ($T/events) and
-    /// systemd ($T/state, $T/restarts, $T/status; `enable` appends $T/app-output to the log).
+    /// systemd ($T/state, $T/restarts, $T/status; journalctl prints $T/app-output, the service's).
     const STUB: &str = r#"#!/bin/bash
 me=${0##*/}
 printf '%s\n' "$me $*" >>"$T/calls"
@@ -492,10 +502,11 @@ case $me in
   systemctl)
     case $1 in
       daemon-reload) fail daemon-reload ;;
-      enable) fail enable; if [ -e "$T/app-output" ]; then cat -- "$T/app-output" >>"$T/root/var/log/stackdrop/worker.log"; fi ;;
+      enable|restart) fail "$1" ;;
       is-active) s=$(cat -- "$T/state" 2>/dev/null || echo active); echo "$s"; [ "$s" = active ] ;;
       show) case $2 in --property=NRestarts) cat -- "$T/restarts" 2>/dev/null || echo 0 ;; *) cat -- "$T/status" 2>/dev/null || echo 0 ;; esac ;;
     esac ;;
+  journalctl) cat -- "$T/app-output" 2>/dev/null || true ;;
   getent) [ -e "$T/user-exists" ] || exit 2; fail getent; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
   useradd) fail useradd; touch "$T/user-exists"; mkdir -p -- "$T/home/${!#}" ;;
   chown|chgrp) fail "$me" ;;
@@ -512,6 +523,7 @@ esac
         "aws",
         "curl",
         "systemctl",
+        "journalctl",
         "getent",
         "useradd",
         "chown",
@@ -777,6 +789,60 @@ esac
             EXTRACT_PY
         );
         assert_eq!(w.read("root/usr/local/lib/stackdrop/ship.py"), SHIP_PY);
+        assert_eq!(
+            w.read("root/etc/systemd/system/stackdrop-worker-logs.service"),
+            ship_unit(&input)
+        );
+        // The journal on disk and bounded, journald restarted to read it, before the units start.
+        assert_eq!(
+            w.read("root/etc/systemd/journald.conf.d/stackdrop.conf"),
+            "[Journal]\nStorage=persistent\nSystemMaxUse=1G\nSystemMaxFileSize=64M\n"
+        );
+        let restart = calls
+            .iter()
+            .position(|c| *c == "systemctl restart systemd-journald")
+            .unwrap();
+        assert!(restart < enable);
+    }
+
+    #[test]
+    fn the_units_send_the_output_to_the_journal_and_ship_it_from_the_cursor() {
+        let input = sample(&[], Some("npm start"));
+        let app = unit(&input);
+        for line in [
+            "StandardOutput=journal",
+            "StandardError=journal",
+            // journald's default (10000 lines in 30 s, then dropped) would lose a busy service's.
+            "LogRateLimitIntervalSec=0",
+        ] {
+            assert!(app.contains(&format!("\n{line}\n")), "{line} in {app}");
+        }
+        assert!(!app.contains("/var/log/stackdrop"), "{app}");
+        let ship = ship_unit(&input);
+        for line in [
+            "ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-worker.service \
+             /stackdrop/instance/my-app--jobs--instance--worker app /var/lib/stackdrop/worker/ship-app.cursor",
+            "Environment=AWS_DEFAULT_REGION=us-east-1",
+            "Restart=always",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(ship.contains(&format!("\n{line}\n")), "{line} in {ship}");
+        }
+    }
+
+    /// ship.py's own tests (scripts/tests/test_ship.py: a fake journalctl, AWS CLI and IMDS).
+    #[test]
+    fn the_shipper_passes_its_python_tests() {
+        let out = Command::new(python())
+            .args(["-m", "unittest", "discover", "-s", "scripts/tests"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
@@ -931,13 +997,11 @@ esac
         assert!(r
             .console
             .contains("stackdrop bootstrap ok: code in place (no command)"));
-        assert!(r
-            .calls
-            .contains("systemctl enable --now stackdrop-worker-logs.service\n"));
-        assert!(!w
-            .t()
-            .join("root/etc/systemd/system/stackdrop-worker.service")
-            .exists());
+        // No output to ship either.
+        assert!(!r.calls.contains("systemctl enable"), "{}", r.calls);
+        for unit in ["stackdrop-worker.service", "stackdrop-worker-logs.service"] {
+            assert!(!w.t().join("root/etc/systemd/system").join(unit).exists());
+        }
         assert!(!r.calls.contains("sleep"));
     }
 
