@@ -833,15 +833,12 @@ esac
     /// ship.py's own tests (scripts/tests/test_ship.py: a fake journalctl, AWS CLI and IMDS).
     #[test]
     fn the_shipper_passes_its_python_tests() {
-        let out = Command::new(python())
-            .args(["-m", "unittest", "discover", "-s", "scripts/tests"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        bash(
+            &format!(
+                "{} -m unittest discover -s scripts/tests",
+                shell_quote(&python())
+            ),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
         );
     }
 
