@@ -112,7 +112,7 @@ lint-scripts: ## shellcheck and compile the bootstrap's scripts (installs Debian
 	  echo "make lint-scripts: apt-get install shellcheck"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 	shellcheck --shell=bash --severity=style --exclude=SC2154 functions/core/scripts/bootstrap.sh
-	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f, feature_version=(3, 9)) for f in sys.argv[1:]]' functions/core/scripts/*.py  # Amazon Linux 2023 has Python 3.9
+	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f, feature_version=(3, 9)) for f in sys.argv[1:]]' functions/core/scripts/*.py functions/core/scripts/tests/*.py functions/core/scripts/tests/fakes/*  # Amazon Linux 2023 has Python 3.9
 
 fmt: ## format the code
 	$(CARGO) fmt --all

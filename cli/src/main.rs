@@ -1,10 +1,12 @@
-//! `stackdrop`: validate and plan a bundle offline, zip a folder into a bundle, print the schema.
+//! `stackdrop`: validate and plan a bundle offline, zip a folder into a bundle, print the schema;
+//! show a deployed stack's state (`status`), retry it, print its instances' logs (`logs`).
 //!
 //! Exit codes: 0 valid / done, 1 the bundle has problems (each printed as
 //! `FILE: /json/pointer: message`), 2 usage errors and unreadable paths.
 
 mod executions;
 mod local;
+mod logs;
 mod status;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +83,16 @@ enum Command {
         /// The deployer's name prefix (its state machines are PREFIX-deploy, PREFIX-teardown).
         #[arg(long, env = "STACKDROP_PREFIX", default_value = "stackdrop")]
         prefix: String,
+    },
+    /// Print the logs of a stack's instances (`app/stack`), oldest first: each instance's
+    /// bootstrap report and its command's output, as `TIME INSTANCE/INSTANCE-ID STREAM: message`.
+    Logs {
+        stack: String,
+        /// Only this instance's logs.
+        instance: Option<String>,
+        /// Keep printing new lines (every 2 s) until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Print the JSON Schema of stack.json (default) or app.json.
     Schema {
@@ -219,6 +231,14 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
                 executions::retry(&store, &aws_sdk_sfn::Client::new(&conf), &stack, &prefix).await
             })??;
             println!("started {arn}\n  {}", executions::console_link(&arn));
+            Ok(Outcome::Ok)
+        }
+        Command::Logs {
+            stack,
+            instance,
+            follow,
+        } => {
+            logs::run(stack, instance, follow)?;
             Ok(Outcome::Ok)
         }
         Command::Schema { file } => {

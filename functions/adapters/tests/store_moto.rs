@@ -2,70 +2,18 @@
 //! conditional read-modify-write under contention, the lease and its fence, the fenced instance
 //! record, expiry. moto_server comes from the project's .venv (`make venv`).
 
-use aws_config::BehaviorVersion;
+#[path = "common/moto.rs"]
+mod moto;
+
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use stackdrop_adapters::store::{Change, Store};
 use stackdrop_adapters::Kind;
 use stackdrop_core::lifecycle::{self, Claim, Launched, Lease, Op, OpAction};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join(".venv/bin/moto_server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make venv` (make test does)",
-        bin.display()
-    );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn store(m: &Moto) -> Store {
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&m.url)
-        .region("us-east-1")
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+async fn store(m: &moto::Moto) -> Store {
+    let ddb = aws_sdk_dynamodb::Client::new(&m.conf().await);
     let attr = |n: &str| {
         AttributeDefinition::builder()
             .attribute_name(n)
@@ -134,7 +82,7 @@ async fn claim(s: &Store, owner: &str, o: &Op, now: u64) -> Claim {
 
 #[tokio::test]
 async fn concurrent_read_modify_writes_all_land_once() {
-    let m = moto();
+    let m = moto::start();
     let s = store(&m).await;
     let bump = |n: u64| {
         let s = s.clone();
@@ -168,7 +116,7 @@ where
 
 #[tokio::test]
 async fn the_lease_serializes_operations_and_expires() {
-    let m = moto();
+    let m = moto::start();
     let s = store(&m).await;
     assert_eq!(
         claim(&s, "e1", &op("d1"), 100).await,
@@ -215,7 +163,7 @@ async fn the_lease_serializes_operations_and_expires() {
 
 #[tokio::test]
 async fn a_closed_attempt_records_no_instance_and_creates_nothing() {
-    let m = moto();
+    let m = moto::start();
     let s = store(&m).await;
     assert_eq!(
         claim(&s, "e1", &op("d1"), 100).await,

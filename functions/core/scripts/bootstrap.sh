@@ -20,7 +20,6 @@ SD_REPORTED=
 SD_STATE=$SD_ROOT/var/lib/stackdrop/$SD_INSTANCE
 SD_LIB=$SD_ROOT/usr/local/lib/stackdrop
 SD_ETC=$SD_ROOT/etc/stackdrop
-SD_LOGS=$SD_ROOT/var/log/stackdrop
 SD_UNITS=$SD_ROOT/etc/systemd/system
 SD_UNIT=stackdrop-$SD_INSTANCE.service
 SD_LOG_UNIT=stackdrop-$SD_INSTANCE-logs.service
@@ -143,7 +142,7 @@ case $SD_HOME in
   *) sd_die "user $SD_USER has no absolute home folder (${SD_HOME:-none})" ;;
 esac
 SD_DIR=${SD_HOME%/}/$SD_INSTANCE
-install -d -m 0755 -- "$SD_ETC" "$SD_LIB" "$SD_LIB/$SD_INSTANCE" "$SD_LOGS" "$SD_UNITS"
+install -d -m 0755 -- "$SD_ETC" "$SD_LIB" "$SD_LIB/$SD_INSTANCE" "$SD_UNITS"
 
 # On disk, not in /tmp (a tmpfs of half the RAM on Amazon Linux 2023); removed once extracted.
 sd_step download "s3://$SD_BUCKET/$SD_KEY (version ${SD_VERSION:-none}) to $SD_STATE"
@@ -193,11 +192,13 @@ if [ -n "$SD_SECRETS" ]; then
   sd_try chgrp -- "$SD_GID" "$SD_ETC/$SD_INSTANCE.secrets.env"
 fi
 
+# The command's output stays in the journal, on disk (reboots, stop/start), bounded.
 sd_step logs
-printf '%s' "$SD_SHIP_PY" >"$SD_LIB/ship.py"
-printf '%s' "$SD_LOG_UNIT_FILE" >"$SD_UNITS/$SD_LOG_UNIT"
-touch -- "$SD_LOGS/$SD_INSTANCE.log"
-sd_units=("$SD_LOG_UNIT")
+install -d -m 0755 -- "$SD_ROOT/etc/systemd/journald.conf.d"
+printf '%s\n' '[Journal]' Storage=persistent SystemMaxUse=1G SystemMaxFileSize=64M \
+  >"$SD_ROOT/etc/systemd/journald.conf.d/stackdrop.conf"
+sd_try systemctl restart systemd-journald
+sd_units=()
 
 if [ "$SD_HAS_COMMAND" = 1 ]; then
   sd_step service
@@ -212,12 +213,14 @@ if [ "$SD_HAS_COMMAND" = 1 ]; then
   } >"$SD_LIB/$SD_INSTANCE/run"
   chmod 0755 -- "$SD_LIB/$SD_INSTANCE/run"
   printf '%s' "$SD_UNIT_FILE" >"$SD_UNITS/$SD_UNIT"
-  sd_units=("$SD_UNIT" "${sd_units[@]}")
+  printf '%s' "$SD_SHIP_PY" >"$SD_LIB/ship.py"
+  printf '%s' "$SD_LOG_UNIT_FILE" >"$SD_UNITS/$SD_LOG_UNIT"
+  sd_units=("$SD_UNIT" "$SD_LOG_UNIT")
 fi
 
-sd_step start "${sd_units[*]}"
+sd_step start "${sd_units[*]:-nothing}"
 sd_try systemctl daemon-reload
-sd_try systemctl enable --now "${sd_units[@]}"
+[ "${#sd_units[@]}" = 0 ] || sd_try systemctl enable --now "${sd_units[@]}"
 
 if [ "$SD_HAS_COMMAND" = 1 ]; then
   sd_step settle "$SD_UNIT must stay active ${SD_SETTLE}s"
@@ -227,8 +230,8 @@ if [ "$SD_HAS_COMMAND" = 1 ]; then
     sd_restarts=$(systemctl show --property=NRestarts --value -- "$SD_UNIT") || true
     if [ "$sd_state" != active ] || [ "${sd_restarts:-0}" != 0 ]; then
       sd_status=$(systemctl show --property=ExecMainStatus --value -- "$SD_UNIT") || true
-      sd_die "the command stopped within ${SD_SETTLE}s (exit status ${sd_status:-unknown}, now ${sd_state:-unknown}, ${sd_restarts:-0} restarts); the last lines of $SD_LOGS/$SD_INSTANCE.log:
-$(tail -n 20 -- "$SD_LOGS/$SD_INSTANCE.log" | sd_text)"
+      sd_die "the command stopped within ${SD_SETTLE}s (exit status ${sd_status:-unknown}, now ${sd_state:-unknown}, ${sd_restarts:-0} restarts); its last lines:
+$(journalctl -u "$SD_UNIT" -n 20 --no-pager -o cat | sd_text)"
     fi
   done
   sd_step report

@@ -15,7 +15,12 @@
 //!    own role into a second file the service sources after it (`scripts/secrets.py`; only the
 //!    parameter names are in the user data, see [`crate::secrets`]),
 //! 4. runs `command` as `user` in that absolute folder under systemd (`Restart=on-failure`), its
-//!    output appended to `/var/log/stackdrop/{instance}.log` and shipped to the log group,
+//!    output (stdout and stderr) in the journal, kept on disk (`Storage=persistent`, at most 1 GiB:
+//!    `/etc/systemd/journald.conf.d/stackdrop.conf`), and `stackdrop-{instance}-logs.service`
+//!    (`ship.py`, `Restart=always`, enabled) sends it to the stream `{instance-id}/app` of the log
+//!    group with journald's timestamps, once and in order: it saves the journal cursor of what
+//!    CloudWatch accepted in `/var/lib/stackdrop/{instance}/ship-app.cursor` and resumes after it
+//!    on a restart, a reboot or a stop/start, retrying a failed send,
 //! 5. reports the outcome outside the instance: the tag `stackdrop:bootstrap` (`ok` / `failed`),
 //!    a line on the serial console (GetConsoleOutput) and the log stream `{instance-id}/bootstrap`.
 //!    Any failed step reports `failed` with the step and its error and exits non-zero; `ok` comes
@@ -35,7 +40,7 @@ pub const SETTLE_SECONDS: u32 = 5;
 pub const BOOTSTRAP_SH: &str = include_str!("../scripts/bootstrap.sh");
 /// Extracts the instance's code folder with the validator's rules (`bundle.rs`).
 pub const EXTRACT_PY: &str = include_str!("../scripts/extract.py");
-/// Ships the command's log file to CloudWatch Logs.
+/// Ships the service's journal to CloudWatch Logs from a saved cursor.
 pub const SHIP_PY: &str = include_str!("../scripts/ship.py");
 /// Reads the instance's secrets from SSM Parameter Store into the file the service sources
 /// (in the user data of instances with secrets only).
@@ -119,19 +124,24 @@ fn unit(input: &UserDataInput) -> String {
     format!(
         "[Unit]\nDescription=stackdrop {app}/{stack}/{i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
 [Service]\nType=simple\nUser={user}\nExecStart=/usr/local/lib/stackdrop/{i}/run\nRestart=on-failure\nRestartSec=5\n\
-StandardOutput=append:/var/log/stackdrop/{i}.log\nStandardError=inherit\n\n[Install]\nWantedBy=multi-user.target\n",
+StandardOutput=journal\nStandardError=journal\nLogRateLimitIntervalSec=0\n\n[Install]\nWantedBy=multi-user.target\n",
         app = input.app,
         stack = input.stack,
         user = input.user,
     )
 }
 
+/// The shipper's unit: the service's journal to `{instance-id}/app`, from the cursor it saved
+/// (`ship.py`). Names are `[a-z0-9-]` and the group `/stackdrop/instance/...`: nothing to quote.
 fn ship_unit(input: &UserDataInput) -> String {
     let i = input.instance;
     format!(
-        "[Unit]\nDescription=stackdrop log shipper for {i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
-[Service]\nType=simple\nExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py /var/log/stackdrop/{i}.log /etc/stackdrop/{i}.env app\nRestart=always\nRestartSec=10\n\n\
-[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription=stackdrop logs of {i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
+[Service]\nType=simple\nEnvironment=AWS_DEFAULT_REGION={region}\n\
+ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-{i}.service {group} app /var/lib/stackdrop/{i}/ship-app.cursor\n\
+Restart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+        region = input.region,
+        group = input.log_group,
     )
 }
 
@@ -149,13 +159,37 @@ fn gzip_b64(data: &[u8]) -> String {
     b64(&gz)
 }
 
+/// A script as it is embedded: every line that is only a comment (not a `#!` line) left empty,
+/// so the user data carries no commentary and error reports still name the file's own lines.
+/// The scripts keep `#` out of their multi-line strings and heredocs (a test compares the
+/// Python helpers' syntax trees before and after).
+pub fn embedded(script: &str) -> String {
+    script
+        .split_inclusive('\n')
+        .map(|line| {
+            let t = line.trim_start();
+            if t.starts_with('#') && !t.starts_with("#!") {
+                if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                }
+            } else {
+                line
+            }
+        })
+        .collect()
+}
+
 /// The script the instance writes to `/usr/local/lib/stackdrop/bootstrap.sh` and runs: the two
-/// helpers as variables, then [`BOOTSTRAP_SH`] (whose error reports name its own lines).
+/// helpers as variables, then [`BOOTSTRAP_SH`] (whose error reports name its own lines), each
+/// [`embedded`].
 pub fn payload() -> String {
     format!(
-        "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\n{BOOTSTRAP_SH}",
-        shell_quote(EXTRACT_PY),
-        shell_quote(SHIP_PY)
+        "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\n{}",
+        shell_quote(&embedded(EXTRACT_PY)),
+        shell_quote(&embedded(SHIP_PY)),
+        embedded(BOOTSTRAP_SH)
     )
 }
 
@@ -219,7 +253,7 @@ pub fn render(input: &UserDataInput) -> String {
             if input.secrets.is_empty() {
                 String::new()
             } else {
-                gzip_b64(SECRETS_PY.as_bytes())
+                gzip_b64(embedded(SECRETS_PY).as_bytes())
             },
         ),
     ];
@@ -375,6 +409,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn embedding_drops_only_comments() {
+        // The Python helpers: the same syntax tree (docstrings included) with and without.
+        let dir = tempfile::tempdir().unwrap();
+        for (name, script) in [
+            ("extract", EXTRACT_PY),
+            ("ship", SHIP_PY),
+            ("secrets", SECRETS_PY),
+        ] {
+            std::fs::write(dir.path().join(format!("{name}.py")), script).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.e.py")), embedded(script)).unwrap();
+            let tree = |file: String| {
+                bash(
+                    &format!("python3 -c 'import ast, sys; print(ast.dump(ast.parse(open(sys.argv[1]).read())))' {file}"),
+                    dir.path(),
+                )
+            };
+            assert_eq!(
+                tree(format!("{name}.py")),
+                tree(format!("{name}.e.py")),
+                "{name}"
+            );
+            assert!(embedded(script).len() <= script.len(), "{name}");
+        }
+        // The bootstrap: the same lines (its error reports name them), none a comment.
+        let e = embedded(BOOTSTRAP_SH);
+        assert_eq!(e.lines().count(), BOOTSTRAP_SH.lines().count());
+        for (line, original) in e.lines().zip(BOOTSTRAP_SH.lines()) {
+            assert!(
+                line == original || (line.is_empty() && original.trim_start().starts_with('#'))
+            );
+        }
+        assert!(!e.lines().any(|l| l.trim_start().starts_with("# ")));
+        assert_eq!(
+            embedded("#!/bin/sh\n  # a\nx # b\n#"),
+            "#!/bin/sh\n\nx # b\n"
+        );
+    }
+
+    #[test]
     fn rendered_user_data_is_valid_bash_and_fits() {
         let env = vec![("NODE_ENV".to_string(), "production".to_string())];
         let ud = render(&sample(&env, Some("npm install && npm start")));
@@ -478,13 +551,13 @@ pub(crate) mod tests {
         let got = bash(
             &format!(
                 "{}printf %s \"$SD_EXTRACT_PY|$SD_SHIP_PY\"",
-                payload().strip_suffix(BOOTSTRAP_SH).unwrap()
+                payload().strip_suffix(&embedded(BOOTSTRAP_SH)).unwrap()
             ),
             dir.path(),
         );
         assert_eq!(
             String::from_utf8(got).unwrap(),
-            format!("{EXTRACT_PY}|{SHIP_PY}")
+            format!("{}|{}", embedded(EXTRACT_PY), embedded(SHIP_PY))
         );
         assert!(unit(&input).contains("\nUser=ec2-user\n"));
         assert!(unit(&input).contains("\nRestart=on-failure\n"));
@@ -496,7 +569,7 @@ pub(crate) mod tests {
     /// command line to $T/calls, fails when $T/fail-<what> exists (printing that file), and plays
     /// S3 (the bundle is $T/bundle.zip), IMDS, EC2 tags, SSM parameters (the N-th call answers
     /// $T/ssm-N.json, else $T/ssm.json), CloudWatch Logs ($T/events) and
-    /// systemd ($T/state, $T/restarts, $T/status; `enable` appends $T/app-output to the log).
+    /// systemd ($T/state, $T/restarts, $T/status; journalctl prints $T/app-output, the service's).
     const STUB: &str = r#"#!/bin/bash
 me=${0##*/}
 printf '%s\n' "$me $*" >>"$T/calls"
@@ -513,10 +586,11 @@ case $me in
   systemctl)
     case $1 in
       daemon-reload) fail daemon-reload ;;
-      enable) fail enable; if [ -e "$T/app-output" ]; then cat -- "$T/app-output" >>"$T/root/var/log/stackdrop/worker.log"; fi ;;
+      enable|restart) fail "$1" ;;
       is-active) s=$(cat -- "$T/state" 2>/dev/null || echo active); echo "$s"; [ "$s" = active ] ;;
       show) case $2 in --property=NRestarts) cat -- "$T/restarts" 2>/dev/null || echo 0 ;; *) cat -- "$T/status" 2>/dev/null || echo 0 ;; esac ;;
     esac ;;
+  journalctl) cat -- "$T/app-output" 2>/dev/null || true ;;
   getent) [ -e "$T/user-exists" ] || exit 2; fail getent; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
   useradd) fail useradd; touch "$T/user-exists"; mkdir -p -- "$T/home/${!#}" ;;
   chown|chgrp) fail "$me" ;;
@@ -533,6 +607,7 @@ esac
         "aws",
         "curl",
         "systemctl",
+        "journalctl",
         "getent",
         "useradd",
         "chown",
@@ -795,9 +870,63 @@ esac
         );
         assert_eq!(
             w.read("root/usr/local/lib/stackdrop/extract.py"),
-            EXTRACT_PY
+            embedded(EXTRACT_PY)
         );
-        assert_eq!(w.read("root/usr/local/lib/stackdrop/ship.py"), SHIP_PY);
+        assert_eq!(
+            w.read("root/usr/local/lib/stackdrop/ship.py"),
+            embedded(SHIP_PY)
+        );
+        assert_eq!(
+            w.read("root/etc/systemd/system/stackdrop-worker-logs.service"),
+            ship_unit(&input)
+        );
+        // The journal on disk and bounded, journald restarted to read it, before the units start.
+        assert_eq!(
+            w.read("root/etc/systemd/journald.conf.d/stackdrop.conf"),
+            "[Journal]\nStorage=persistent\nSystemMaxUse=1G\nSystemMaxFileSize=64M\n"
+        );
+        let restart = calls
+            .iter()
+            .position(|c| *c == "systemctl restart systemd-journald")
+            .unwrap();
+        assert!(restart < enable);
+    }
+
+    #[test]
+    fn the_units_send_the_output_to_the_journal_and_ship_it_from_the_cursor() {
+        let input = sample(&[], Some("npm start"));
+        let app = unit(&input);
+        for line in [
+            "StandardOutput=journal",
+            "StandardError=journal",
+            // journald's default (10000 lines in 30 s, then dropped) would lose a busy service's.
+            "LogRateLimitIntervalSec=0",
+        ] {
+            assert!(app.contains(&format!("\n{line}\n")), "{line} in {app}");
+        }
+        assert!(!app.contains("/var/log/stackdrop"), "{app}");
+        let ship = ship_unit(&input);
+        for line in [
+            "ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-worker.service \
+             /stackdrop/instance/my-app--jobs--instance--worker app /var/lib/stackdrop/worker/ship-app.cursor",
+            "Environment=AWS_DEFAULT_REGION=us-east-1",
+            "Restart=always",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(ship.contains(&format!("\n{line}\n")), "{line} in {ship}");
+        }
+    }
+
+    /// ship.py's own tests (scripts/tests/test_ship.py: a fake journalctl, AWS CLI and IMDS).
+    #[test]
+    fn the_shipper_passes_its_python_tests() {
+        bash(
+            &format!(
+                "{} -m unittest discover -s scripts/tests",
+                shell_quote(&python())
+            ),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        );
     }
 
     #[test]
@@ -952,13 +1081,11 @@ esac
         assert!(r
             .console
             .contains("stackdrop bootstrap ok: code in place (no command)"));
-        assert!(r
-            .calls
-            .contains("systemctl enable --now stackdrop-worker-logs.service\n"));
-        assert!(!w
-            .t()
-            .join("root/etc/systemd/system/stackdrop-worker.service")
-            .exists());
+        // No output to ship either.
+        assert!(!r.calls.contains("systemctl enable"), "{}", r.calls);
+        for unit in ["stackdrop-worker.service", "stackdrop-worker-logs.service"] {
+            assert!(!w.t().join("root/etc/systemd/system").join(unit).exists());
+        }
         assert!(!r.calls.contains("sleep"));
     }
 
