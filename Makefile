@@ -77,12 +77,13 @@ schema: ## regenerate schema/*.schema.json from the config types
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema stack > schema/stack.schema.json
 	$(CARGO) run --quiet --locked --bin stackdrop -- schema app > schema/app.schema.json
 
-bench: tools ## figures for BENCHMARKS.md: validate on 1 MiB / 2 GiB bundles, Lambda sizes and init, the pipeline
+bench: tools $(GUEST_TEST_DEPS) ## figures for BENCHMARKS.md: validate on 1 MiB / 2 GiB bundles, Lambda sizes and init, the pipeline, guest boot to ok
 	$(CARGO) build --release --locked $(LAMBDA_PKGS) -p hello-lambda -p stackdrop-cli
 	python3 bench/validate_bench.py --bin target/release/stackdrop --out bench/out
 	$(PY) bench/lambda_bench.py --dir target/release
 	$(MAKE) build-lambdas
 	$(PY) bench/pipeline_bench.py
+	$(PY) bench/boot_bench.py
 
 CHAOS_SEEDS ?= 1-100
 CHAOS_PARALLEL ?= 4

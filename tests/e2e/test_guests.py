@@ -4,6 +4,8 @@ nsenter), the app over HTTP, or AWS's API (EC2, Logs); never the project's own c
 
 import base64
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -20,6 +22,7 @@ AL2023 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-def
 # What arrives byte for byte and never runs: quotes, $, backticks, a newline, non-ASCII.
 TRICKY = "it's \"q\" $HOME `touch /tmp/pwned-bt` $(touch /tmp/pwned) \\n\nline 2: ünï ✓ \u00a0end"
 HTTP_PORT = 8080
+CLI = os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "stackdrop")
 
 
 def make_zip(tmp_path, app: str, instances: dict, files: dict[str, bytes], stack: str = "web",
@@ -61,7 +64,8 @@ def app_lines(sd, group: str, iid: str) -> list[str]:
                                      startFromHead=True)["events"]
     except logs.exceptions.ResourceNotFoundException:
         return []
-    return [e["message"] for e in events]
+    # The app's own lines (systemd's about its unit are there too, as `systemd: ...`).
+    return [e["message"] for e in events if not e["message"].startswith("systemd: ")]
 
 
 def main_pid(sd, iid: str, unit: str) -> int:
@@ -276,3 +280,119 @@ def test_a_secret_arrives_on_the_instance_and_in_no_api_response(sd, tmp_path):
                json.dumps(sfn.get_execution_history(executionArn=ex["executionArn"], maxResults=1000), default=str),
                json.dumps(ex, default=str)]
     assert not [a[:200] for a in answers if token in a or base64.b64encode(value.encode()).decode() in a]
+
+
+# Numbers its lines across restarts (the count is saved before each line is written, so no number
+# is ever written twice) and stamps each with the time it wrote it.
+COUNTER = b"""import os, sys, time
+n = int(open("n").read()) if os.path.exists("n") else 0
+while True:
+    n += 1
+    with open("n.tmp", "w") as f:
+        f.write(str(n))
+    os.replace("n.tmp", "n")
+    print("n=%d t=%.3f" % (n, time.time()), flush=True)
+    time.sleep(0.25)
+"""
+
+
+def log_events(sd, group: str, stream: str) -> list[dict]:
+    """Every event of the stream, oldest first (all pages)."""
+    logs, events, token = sd.client("logs"), [], None
+    while True:
+        kw = {"nextToken": token} if token else {}
+        try:
+            page = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True, **kw)
+        except logs.exceptions.ResourceNotFoundException:
+            return []
+        events += page["events"]
+        if page["nextForwardToken"] == token or not page["events"]:
+            return events
+        token = page["nextForwardToken"]
+
+
+def counted(messages: list[str]) -> list[int]:
+    return [int(m.split()[0][2:]) for m in messages if m.startswith("n=")]
+
+
+def test_logs_arrive_once_in_order_with_their_time_across_restarts_reboot_and_stop_start(sd, tmp_path):
+    app = unique("g-logs")
+    ex, _ = deploy(sd, make_zip(tmp_path, app, {"counter": {
+        "image": AL2023, "type": "t3.micro", "code": "./src/counter",
+        "command": "exec python3 counter.py"}}, {"src/counter/counter.py": COUNTER}), f"{app}.zip")
+    assert ex["status"] == "SUCCEEDED", ex
+    (inst,) = running(sd, app)
+    iid = inst["InstanceId"]
+    group, stream = f"/stackdrop/instance/{app}--web--instance--counter", f"{iid}/app"
+    unit, shipper = "stackdrop-counter.service", "stackdrop-counter-logs.service"
+    ec2 = sd.client("ec2")
+
+    def shipped_past(n: int):
+        return lambda: (lambda c: c if c and c[-1] >= n else None)(
+            counted([e["message"] for e in log_events(sd, group, stream)]))
+
+    def last_written() -> int:
+        return int(sh(sd, iid, "cat /home/ec2-user/counter/n"))
+
+    def back_up(what: str):
+        wait_for(what, lambda: sd.guest_list().get(iid, {}).get("pid1") and sh(
+            sd, iid, f"systemctl is-active {unit} {shipper} || true").split() == ["active", "active"],
+            timeout=120)
+
+    wait_for("the first lines shipped", shipped_past(4))
+    # The service restarts: the shipper goes on after what it sent.
+    sh(sd, iid, f"systemctl restart {unit}")
+    wait_for("lines after the service's restart", shipped_past(last_written() + 2))
+    # The shipper stops for 4 s while the app writes, then resumes from its cursor; killed, it
+    # comes back by itself.
+    sh(sd, iid, f"systemctl stop {shipper}; sleep 4; systemctl start {shipper}")
+    wait_for("lines written while the shipper was down", shipped_past(last_written()))
+    sh(sd, iid, f"systemctl kill -s KILL {shipper}")
+    wait_for("lines after the shipper was killed", shipped_past(last_written() + 8), timeout=90)
+    # A reboot, then a stop and start: the journal is on disk, the cursor too.
+    ec2.reboot_instances(InstanceIds=[iid])
+    back_up("the app and its shipper after the reboot")
+    wait_for("lines after the reboot", shipped_past(last_written() + 2), timeout=90)
+    ec2.stop_instances(InstanceIds=[iid])
+    wait_for("stopped", lambda: not running(sd, app) and not sd.guest_list().get(iid, {}).get("pid1"))
+    ec2.start_instances(InstanceIds=[iid])
+    back_up("the app and its shipper after the start")
+    wait_for("lines after the start", shipped_past(last_written() + 2), timeout=90)
+
+    # The app stops: what its journal holds is final, and the stream must hold exactly that.
+    sh(sd, iid, f"systemctl stop {unit}")
+    journal = [json.loads(line)["MESSAGE"] for line in sh(
+        sd, iid, f"journalctl -u {unit} -o json --output-fields=MESSAGE --no-pager").splitlines()]
+    wrote = counted(journal)
+    deadline = time.monotonic() + 60
+    while True:
+        events = log_events(sd, group, stream)
+        got = counted([e["message"] for e in events])
+        if got == wrote or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    missing, extra = sorted(set(wrote) - set(got)), sorted(set(got) - set(wrote))
+    twice = sorted({n for n in got if got.count(n) > 1})
+    assert got == wrote, f"{len(wrote)} in the journal, {len(got)} in the stream; missing {missing[:20]}, " \
+        f"not in the journal {extra[:20]}, twice {twice[:20]}; the shipper said:\n" + sh(
+            sd, iid, f"journalctl -u {shipper} --no-pager -o short-precise | tail -n 60")
+    assert got == sorted(set(got)), "a line arrived twice or out of order"
+    assert len(got) > 40 and got[0] == 1
+    # Each event carries the time the app wrote it, not the time it was shipped (the lines written
+    # while the shipper was down were shipped seconds later).
+    late = [(e["message"], e["timestamp"]) for e in events if e["message"].startswith("n=")
+            and abs(e["timestamp"] / 1000 - float(e["message"].split("t=")[1])) > 1.0]
+    assert not late, late[:5]
+    # systemd's own lines about the unit are there too, and so is the bootstrap's stream.
+    assert any(m.startswith("systemd: ") for m in (e["message"] for e in events))
+    assert any("stackdrop bootstrap ok" in e["message"] for e in log_events(sd, group, f"{iid}/bootstrap"))
+
+    # `stackdrop logs` shows both streams, in time order.
+    out = subprocess.run([CLI, "logs", f"{app}/web", "counter"], env=sd.aws_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(f"counter/{iid} bootstrap: " in l and "stackdrop bootstrap ok" in l for l in lines), lines[:5]
+    assert f"counter/{iid} app: n={wrote[-1]} " in out.stdout
+    shown = [int(l.split(" app: n=")[1].split()[0]) for l in lines if " app: n=" in l]
+    assert shown == got

@@ -33,6 +33,19 @@ sd_step() {
   echo "stackdrop: $(date -u +%FT%TZ) $*"
 }
 
+# A unit (app.service, logs.service) with the instance's values for its @NAME@s (quoted: the
+# replacement is literal).
+sd_fill_unit() {
+  local t=$1
+  t=${t//@APP@/"$SD_APP"}
+  t=${t//@STACK@/"$SD_STACK"}
+  t=${t//@INSTANCE@/"$SD_INSTANCE"}
+  t=${t//@USER@/"$SD_USER"}
+  t=${t//@REGION@/"$SD_REGION"}
+  t=${t//@LOG_GROUP@/"$SD_LOG_GROUP"}
+  printf '%s' "$t"
+}
+
 # A failed step: the error, then exit (the EXIT trap reports it).
 sd_die() {
   SD_ERR=$1
@@ -212,9 +225,9 @@ if [ "$SD_HAS_COMMAND" = 1 ]; then
     printf 'exec /bin/bash -c %q\n' "$SD_COMMAND"
   } >"$SD_LIB/$SD_INSTANCE/run"
   chmod 0755 -- "$SD_LIB/$SD_INSTANCE/run"
-  printf '%s' "$SD_UNIT_FILE" >"$SD_UNITS/$SD_UNIT"
+  sd_fill_unit "$SD_APP_UNIT_TEMPLATE" >"$SD_UNITS/$SD_UNIT"
   printf '%s' "$SD_SHIP_PY" >"$SD_LIB/ship.py"
-  printf '%s' "$SD_LOG_UNIT_FILE" >"$SD_UNITS/$SD_LOG_UNIT"
+  sd_fill_unit "$SD_SHIP_UNIT_TEMPLATE" >"$SD_UNITS/$SD_LOG_UNIT"
   sd_units=("$SD_UNIT" "$SD_LOG_UNIT")
 fi
 

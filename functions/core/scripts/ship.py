@@ -1,8 +1,15 @@
 """python3 ship.py UNIT LOG_GROUP SUFFIX CURSOR_FILE: UNIT's journal to {instance-id}/SUFFIX,
-from after the cursor of the last batch CloudWatch accepted. Python 3.9, AWS CLI."""
+from after the cursor of the last batch CloudWatch accepted. Python 3.9, AWS CLI.
+
+Once: a batch in flight is marked pending (its last cursor) before it is sent. Stopped (SIGTERM:
+a restart, a reboot, a stop), the shipper finishes that send and the batch it holds, then exits.
+Killed during a send, the next start asks CloudWatch whether that batch arrived before it sends
+it again."""
+import collections
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +87,8 @@ class Shipper:
     def __init__(self, group, stream, cursor_file):
         self.stream, self.cursor_file = stream, cursor_file
         self.batch_file = cursor_file + ".batch.json"
+        self.pending_file = cursor_file + ".pending"
+        self.stopping = False
         self.args = ["--log-group-name", group, "--log-stream-name", stream]
 
     def aws(self, op, *args):
@@ -96,25 +105,29 @@ class Shipper:
             with open(self.cursor_file, encoding="utf-8") as f:
                 return f.read().strip()
 
-    def save_cursor(self, cursor):
-        tmp = self.cursor_file + ".new"
+    def save_cursor(self, cursor, path=None):
+        path = path or self.cursor_file
+        tmp = path + ".new"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(cursor + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.cursor_file)
+        os.replace(tmp, path)
 
     def send(self, batch):
         # Retried until accepted, then the cursor saved. In time order (the clock may step back).
         events = sorted(batch.events, key=lambda e: e[0])
         with open(self.batch_file, "w", encoding="utf-8") as f:
             json.dump([{"timestamp": t, "message": m} for t, m, _, _ in events], f)
+        self.save_cursor(batch.events[-1][3], self.pending_file)
         delay = 1
         while True:
             r = self.aws("put-log-events", "--log-events", "file://" + self.batch_file)
             if r.returncode == 0:
                 break
             log("put-log-events failed, again in %ds: %s" % (delay, r.stderr.strip()))
+            if self.stopping:
+                raise SystemExit("stopped with a batch not sent: the next start sends it")
             if "ResourceNotFoundException" in r.stderr:
                 self.create_stream()
             time.sleep(delay)
@@ -122,23 +135,69 @@ class Shipper:
         if "rejectedLogEventsInfo" in r.stdout:
             log("some events rejected: " + r.stdout.strip())
         self.save_cursor(batch.events[-1][3])
+        os.remove(self.pending_file)
 
-    def run(self, unit):
-        self.create_stream()
-        cmd = ["journalctl", "-u", unit, "-o", "json", "--all", "--follow", "--no-tail", "--no-pager"]
-        cursor = self.cursor()
+    def arrived(self, events):
+        """Whether CloudWatch holds every event of `events` (None: it could not be asked)."""
+        first, last = min(e["timestamp"] for e in events), max(e["timestamp"] for e in events)
+        for attempt in range(5):
+            r = self.aws("get-log-events", "--start-from-head", "--limit", "10000",
+                         "--start-time", str(first), "--end-time", str(last + 1))
+            if r.returncode == 0:
+                have = collections.Counter((e["timestamp"], e["message"]) for e in json.loads(r.stdout)["events"])
+                want = collections.Counter((e["timestamp"], e["message"]) for e in events)
+                return all(have[k] >= n for k, n in want.items())
+            log("get-log-events failed: %s" % r.stderr.strip())
+            time.sleep(attempt + 1)
+        return None
+
+    def settle_pending(self):
+        """A shipper killed during a send left its batch pending: if CloudWatch took it, the
+        cursor moves past it; otherwise it is read from the journal and sent again."""
+        if not os.path.exists(self.pending_file):
+            return
+        with open(self.pending_file, encoding="utf-8") as f:
+            cursor = f.read().strip()
+        if cursor and cursor != self.cursor():
+            try:
+                with open(self.batch_file, encoding="utf-8") as f:
+                    events = json.load(f)
+            except (OSError, ValueError):
+                events = []
+            if events and self.arrived(events):
+                log("the batch of a shipper stopped while sending had arrived: not sent again")
+                self.save_cursor(cursor)
+            else:
+                log("the batch of a shipper stopped while sending is sent again")
+        os.remove(self.pending_file)
+
+    def stop(self, signum, frame):
+        self.stopping = True
+
+    def journal(self, unit, cursor, follow):
+        cmd = ["journalctl", "-u", unit, "-o", "json", "--all"]
+        if follow:
+            cmd += ["--follow", "--no-tail"]
+        cmd += ["--no-pager"]
         if cursor:
             cmd += ["--after-cursor", cursor]
-        journal = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE)
+
+    def pump(self, journal):
+        """Ships what `journal` prints, in batches, until it exits; returns its exit status."""
         fd, buf, batch = journal.stdout.fileno(), b"", Batch()
         while True:
+            if self.stopping:
+                if batch.events:
+                    self.send(batch)
+                raise SystemExit(0)
             wait = IDLE if not batch.events else max(0.0, min(IDLE, batch.started + WAIT - time.monotonic()))
             ready = select.select([fd], [], [], wait)[0]
             chunk = os.read(fd, 1 << 20) if ready else b""
             if ready and not chunk:
                 if batch.events:
                     self.send(batch)
-                raise SystemExit("journalctl exited %s" % journal.wait())
+                return journal.wait()
             lines = (buf + chunk).split(b"\n")
             buf = lines.pop()
             for line in lines:
@@ -153,6 +212,21 @@ class Shipper:
                 self.send(batch)
                 batch = Batch()
 
+    def run(self, unit):
+        signal.signal(signal.SIGTERM, self.stop)
+        self.create_stream()
+        self.settle_pending()
+        cursor = self.cursor()
+        if cursor:
+            # Up to now first: from an earlier boot's cursor, `journalctl --follow` starts at this
+            # boot and would skip what was written after the cursor before the reboot.
+            rc = self.pump(self.journal(unit, cursor, follow=False))
+            if rc != 0 and self.cursor() == cursor:
+                # A cursor journalctl cannot seek to (a damaged file): start over, sending again
+                # rather than losing anything.
+                log("journalctl refused the saved cursor (exit %s): shipping the journal from its start" % rc)
+                os.replace(self.cursor_file, self.cursor_file + ".refused")
+        raise SystemExit("journalctl exited %s" % self.pump(self.journal(unit, self.cursor(), follow=True)))
 
 if __name__ == "__main__":
     unit, group, suffix, cursor_file = sys.argv[1:]

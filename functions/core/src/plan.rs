@@ -291,7 +291,8 @@ pub fn inline_policy(
     statements.push(json!({
         "Sid": "WriteOwnLogGroup",
         "Effect": "Allow",
-        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        // GetLogEvents: a shipper restarted after a send it saw no answer to asks whether it arrived.
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:GetLogEvents"],
         "Resource": format!("arn:{p}:logs:{region}:{account}:log-group:{log_group}:*"),
     }));
     statements.push(json!({

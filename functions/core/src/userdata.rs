@@ -116,33 +116,29 @@ pub fn render_env_file(vars: &[(String, String)]) -> String {
     out
 }
 
-/// The service's unit. Its `run` script is written by the bootstrap, which knows the user's
-/// home: it sources the environment, enters the absolute code folder (or fails) and execs the
-/// command.
-fn unit(input: &UserDataInput) -> String {
-    let i = input.instance;
-    format!(
-        "[Unit]\nDescription=stackdrop {app}/{stack}/{i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
-[Service]\nType=simple\nUser={user}\nExecStart=/usr/local/lib/stackdrop/{i}/run\nRestart=on-failure\nRestartSec=5\n\
-StandardOutput=journal\nStandardError=journal\nLogRateLimitIntervalSec=0\n\n[Install]\nWantedBy=multi-user.target\n",
-        app = input.app,
-        stack = input.stack,
-        user = input.user,
-    )
-}
-
+/// The service's unit, `@NAME@`s filled in by the bootstrap ([`fill_unit`] says how). Its `run`
+/// script, written by the bootstrap (which knows the user's home), sources the environment,
+/// enters the absolute code folder (or fails) and execs the command.
+pub const APP_UNIT: &str = include_str!("../scripts/app.service");
 /// The shipper's unit: the service's journal to `{instance-id}/app`, from the cursor it saved
-/// (`ship.py`). Names are `[a-z0-9-]` and the group `/stackdrop/instance/...`: nothing to quote.
-fn ship_unit(input: &UserDataInput) -> String {
-    let i = input.instance;
-    format!(
-        "[Unit]\nDescription=stackdrop logs of {i}\nWants=network-online.target\nAfter=network-online.target\nStartLimitIntervalSec=0\n\n\
-[Service]\nType=simple\nEnvironment=AWS_DEFAULT_REGION={region}\n\
-ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-{i}.service {group} app /var/lib/stackdrop/{i}/ship-app.cursor\n\
-Restart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
-        region = input.region,
-        group = input.log_group,
-    )
+/// (`ship.py`). `KillMode=mixed`: a stop (restart, reboot) signals the shipper alone, which
+/// finishes the send under way.
+pub const LOGS_UNIT: &str = include_str!("../scripts/logs.service");
+
+/// A unit as the bootstrap writes it: each `@NAME@` replaced by the instance's value. Names are
+/// `[a-z0-9-]`, the user a validated login name and the group `/stackdrop/instance/...`: nothing
+/// to quote in a unit file.
+pub fn fill_unit(template: &str, input: &UserDataInput) -> String {
+    [
+        ("@APP@", input.app),
+        ("@STACK@", input.stack),
+        ("@INSTANCE@", input.instance),
+        ("@USER@", input.user),
+        ("@REGION@", input.region),
+        ("@LOG_GROUP@", input.log_group),
+    ]
+    .iter()
+    .fold(template.to_string(), |t, (k, v)| t.replace(k, v))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -186,9 +182,11 @@ pub fn embedded(script: &str) -> String {
 /// [`embedded`].
 pub fn payload() -> String {
     format!(
-        "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\n{}",
+        "SD_EXTRACT_PY={}\nSD_SHIP_PY={}\nSD_APP_UNIT_TEMPLATE={}\nSD_SHIP_UNIT_TEMPLATE={}\n{}",
         shell_quote(&embedded(EXTRACT_PY)),
         shell_quote(&embedded(SHIP_PY)),
+        shell_quote(APP_UNIT),
+        shell_quote(LOGS_UNIT),
         embedded(BOOTSTRAP_SH)
     )
 }
@@ -220,6 +218,8 @@ pub fn render(input: &UserDataInput) -> String {
     let vars: [(&str, String); 19] = [
         // "" on an instance: the unit tests point it at a scratch folder.
         ("SD_ROOT", String::new()),
+        ("SD_APP", input.app.into()),
+        ("SD_STACK", input.stack.into()),
         ("SD_INSTANCE", i.into()),
         ("SD_DEPLOYMENT", input.deployment.into()),
         ("SD_REGION", input.region.into()),
@@ -236,15 +236,6 @@ pub fn render(input: &UserDataInput) -> String {
         ),
         ("SD_COMMAND", input.command.unwrap_or("").into()),
         ("SD_SETTLE", SETTLE_SECONDS.to_string()),
-        (
-            "SD_UNIT_FILE",
-            if input.command.is_some() {
-                unit(input)
-            } else {
-                String::new()
-            },
-        ),
-        ("SD_LOG_UNIT_FILE", ship_unit(input)),
         ("SD_ENV_GZ", gzip_b64(render_env_file(&env).as_bytes())),
         ("SD_SECRETS", crate::secrets::render_list(input.secrets)),
         // Only where needed: the bytes count against the 16 KB.
@@ -526,8 +517,8 @@ pub(crate) mod tests {
         all.extend(env.iter().cloned());
         for (var, want) in [
             ("SD_COMMAND", "echo \"$GREETING\" && sleep 1".to_string()),
-            ("SD_UNIT_FILE", unit(&input)),
-            ("SD_LOG_UNIT_FILE", ship_unit(&input)),
+            ("SD_APP", input.app.to_string()),
+            ("SD_STACK", input.stack.to_string()),
         ] {
             let got = bash(&format!("{}printf %s \"${var}\"", header(&ud)), dir.path());
             assert_eq!(String::from_utf8(got).unwrap(), want, "{var}");
@@ -559,8 +550,8 @@ pub(crate) mod tests {
             String::from_utf8(got).unwrap(),
             format!("{}|{}", embedded(EXTRACT_PY), embedded(SHIP_PY))
         );
-        assert!(unit(&input).contains("\nUser=ec2-user\n"));
-        assert!(unit(&input).contains("\nRestart=on-failure\n"));
+        assert!(fill_unit(APP_UNIT, &input).contains("\nUser=ec2-user\n"));
+        assert!(fill_unit(APP_UNIT, &input).contains("\nRestart=on-failure\n"));
     }
 
     // ---- the whole script in real bash, every tool it calls stubbed ----
@@ -866,7 +857,7 @@ esac
         );
         assert_eq!(
             w.read("root/etc/systemd/system/stackdrop-worker.service"),
-            unit(&input)
+            fill_unit(APP_UNIT, &input)
         );
         assert_eq!(
             w.read("root/usr/local/lib/stackdrop/extract.py"),
@@ -878,7 +869,7 @@ esac
         );
         assert_eq!(
             w.read("root/etc/systemd/system/stackdrop-worker-logs.service"),
-            ship_unit(&input)
+            fill_unit(LOGS_UNIT, &input)
         );
         // The journal on disk and bounded, journald restarted to read it, before the units start.
         assert_eq!(
@@ -895,7 +886,7 @@ esac
     #[test]
     fn the_units_send_the_output_to_the_journal_and_ship_it_from_the_cursor() {
         let input = sample(&[], Some("npm start"));
-        let app = unit(&input);
+        let app = fill_unit(APP_UNIT, &input);
         for line in [
             "StandardOutput=journal",
             "StandardError=journal",
@@ -905,12 +896,14 @@ esac
             assert!(app.contains(&format!("\n{line}\n")), "{line} in {app}");
         }
         assert!(!app.contains("/var/log/stackdrop"), "{app}");
-        let ship = ship_unit(&input);
+        let ship = fill_unit(LOGS_UNIT, &input);
         for line in [
             "ExecStart=/usr/bin/python3 /usr/local/lib/stackdrop/ship.py stackdrop-worker.service \
              /stackdrop/instance/my-app--jobs--instance--worker app /var/lib/stackdrop/worker/ship-app.cursor",
             "Environment=AWS_DEFAULT_REGION=us-east-1",
             "Restart=always",
+            // A stop (restart, reboot) signals the shipper alone: it finishes its send.
+            "KillMode=mixed",
             "WantedBy=multi-user.target",
         ] {
             assert!(ship.contains(&format!("\n{line}\n")), "{line} in {ship}");

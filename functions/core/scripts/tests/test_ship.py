@@ -43,8 +43,8 @@ class Imds(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def entry(n, us=None, msg=None, pid="4242"):
-    return {"__CURSOR": "s=0123;i=%x;b=abc" % n, "__REALTIME_TIMESTAMP": str(T0 + n * 1000 if us is None else us),
+def entry(n, us=None, msg=None, pid="4242", boot="abc"):
+    return {"__CURSOR": "s=0123;i=%x;b=%s" % (n, boot), "__REALTIME_TIMESTAMP": str(T0 + n * 1000 if us is None else us),
             "MESSAGE": "line %d" % n if msg is None else msg, "_PID": pid, "_SYSTEMD_UNIT": UNIT}
 
 
@@ -173,6 +173,34 @@ class ShipTest(unittest.TestCase):
         self.stop(p)
         self.assertEqual(len(self.sent()), 9)
 
+    def test_a_reboot_sends_what_the_last_boot_wrote_after_the_cursor(self):
+        self.ship([entry(n) for n in range(1, 4)])
+        # Written after the last accepted batch, before the reboot; then the new boot's.
+        self.journal([entry(n) for n in range(4, 7)] + [entry(n, boot="def") for n in range(7, 9)], "a")
+        p = self.start()
+        self.wait_for("8 events", lambda: self.cursor() == entry(8, boot="def")["__CURSOR"])
+        self.journal([entry(9, boot="def")], "a")
+        self.wait_for("9 events", lambda: self.cursor() == entry(9, boot="def")["__CURSOR"])
+        time.sleep(ship.IDLE + 0.2)
+        self.stop(p)
+        self.assertEqual([m for _, m in self.sent()], ["line %d" % n for n in range(1, 10)])
+        calls = self.read_lines("journalctl.calls")
+        self.assertEqual(calls[1], ["-u", UNIT, "-o", "json", "--all", "--no-pager", "--after-cursor",
+                                    entry(3)["__CURSOR"]])
+        self.assertEqual(calls[2][-3:], ["--no-pager", "--after-cursor", entry(8, boot="def")["__CURSOR"]])
+
+    def test_a_cursor_journalctl_refuses_ships_the_journal_again_from_its_start(self):
+        with open(self.cursor_file, "w") as f:
+            f.write("s=damaged\n")
+        self.journal([entry(1), entry(2)])
+        p = self.start()
+        self.wait_for("2 events", lambda: self.cursor() == entry(2)["__CURSOR"])
+        time.sleep(ship.IDLE + 0.2)
+        self.stop(p)
+        self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2"])
+        with open(self.cursor_file + ".refused") as f:
+            self.assertEqual(f.read(), "s=damaged\n")
+
     def test_a_failed_send_is_retried_and_the_cursor_waits_for_it(self):
         with open(os.path.join(self.fake, "fail-put"), "w") as f:
             f.write("2")
@@ -195,6 +223,51 @@ class ShipTest(unittest.TestCase):
             f.write("0")
         self.ship([entry(4)])
         self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2", "line 3", "line 4"])
+
+    def test_killed_after_cloudwatch_took_a_batch_the_next_start_does_not_send_it_again(self):
+        with open(os.path.join(self.fake, "slow-put"), "w") as f:
+            f.write("60")
+        self.journal([entry(1), entry(2), entry(3)])
+        p = self.start()
+        self.wait_for("the batch accepted", lambda: len(self.sent()) == 3)
+        self.stop(p)  # before CloudWatch's answer reached it: the cursor did not move
+        self.assertIsNone(self.cursor())
+        os.remove(os.path.join(self.fake, "slow-put"))
+        self.journal([entry(4)], "a")
+        p = self.start()
+        self.wait_for("entry 4", lambda: self.cursor() == entry(4)["__CURSOR"])
+        time.sleep(ship.IDLE + 0.2)
+        self.stop(p)
+        self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2", "line 3", "line 4"])
+        self.assertIn("get-log-events", [c[1] for c in self.read_lines("aws.calls")])
+        self.assertFalse(os.path.exists(self.cursor_file + ".pending"))
+
+    def test_a_stop_finishes_the_send_in_flight_and_the_batch_it_holds(self):
+        def stop_gently(p):  # SIGTERM to the shipper alone, as systemd does with KillMode=mixed
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=30)
+            os.killpg(p.pid, signal.SIGKILL)  # its journalctl
+            self.assertEqual(rc, 0, p.stderr.read().decode())
+            p.stderr.close()
+            self.procs.remove(p)
+
+        with open(os.path.join(self.fake, "slow-put"), "w") as f:
+            f.write("2")
+        self.journal([entry(1), entry(2)])
+        p = self.start()
+        self.wait_for("a send under way", lambda: len(self.sent()) == 2)
+        stop_gently(p)
+        self.assertEqual(self.cursor(), entry(2)["__CURSOR"])
+        os.remove(os.path.join(self.fake, "slow-put"))
+        # Stopped with an entry read but not sent yet: it is sent before the shipper exits.
+        p = self.start()
+        time.sleep(0.5)
+        self.journal([entry(3)], "a")
+        self.wait_for("entry 3 read", lambda: len(self.read_lines("journalctl.calls")) == 3)
+        time.sleep(0.3)
+        stop_gently(p)
+        self.assertEqual(self.cursor(), entry(3)["__CURSOR"])
+        self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2", "line 3"])
 
     def test_batches_split_at_putlogevents_limits(self):
         self.ship([entry(n, msg="m") for n in range(25000)])
