@@ -68,6 +68,24 @@ def app_lines(sd, group: str, iid: str) -> list[str]:
     return [e["message"] for e in events if not e["message"].startswith("systemd: ")]
 
 
+def booted_with(sd, iid: str, units: list[str], not_pid1: int | None = None):
+    """A wait_for condition: the guest runs (a boot other than `not_pid1`'s) with `units` active.
+    A guest that goes away between the two questions (it is stopping) counts as not yet."""
+    def check():
+        pid1 = sd.guest_list().get(iid, {}).get("pid1")
+        if not pid1 or pid1 == not_pid1:
+            return False
+        return sd.guest_run(iid, ["systemctl", "is-active", *units]).stdout.split() == ["active"] * len(units)
+    return lambda: _tolerant(check)
+
+
+def _tolerant(check):
+    try:
+        return check()
+    except RuntimeError:  # no running guest: it stopped between the questions
+        return False
+
+
 def main_pid(sd, iid: str, unit: str) -> int:
     return int(sh(sd, iid, f"systemctl show -p MainPID --value {unit}").strip() or 0)
 
@@ -114,8 +132,7 @@ def test_the_app_runs_as_its_user_in_its_folder_under_systemd_and_logs_to_its_gr
     ec2.stop_instances(InstanceIds=[iid])
     wait_for("stopped", lambda: not running(sd, app) and not sd.guest_list().get(iid, {}).get("pid1"))
     ec2.start_instances(InstanceIds=[iid])
-    wait_for("the app back after start", lambda: sd.guest_list().get(iid, {}).get("pid1") and
-             sh(sd, iid, f"systemctl is-active {unit} || true").strip() == "active", timeout=90)
+    wait_for("the app back after start", booted_with(sd, iid, [unit]), timeout=180)
     assert sh(sd, iid, "grep -c 'stackdrop bootstrap ok' /var/log/stackdrop-bootstrap.log").strip() == "1"
 
 
@@ -334,10 +351,11 @@ def test_logs_arrive_once_in_order_with_their_time_across_restarts_reboot_and_st
     def last_written() -> int:
         return int(sh(sd, iid, "cat /home/ec2-user/counter/n"))
 
-    def back_up(what: str):
-        wait_for(what, lambda: sd.guest_list().get(iid, {}).get("pid1") and sh(
-            sd, iid, f"systemctl is-active {unit} {shipper} || true").split() == ["active", "active"],
-            timeout=120)
+    def back_up(what: str, before: int | None):
+        wait_for(what, booted_with(sd, iid, [unit, shipper], not_pid1=before), timeout=180)
+
+    def pid1() -> int | None:
+        return sd.guest_list().get(iid, {}).get("pid1")
 
     wait_for("the first lines shipped", shipped_past(4))
     # The service restarts: the shipper goes on after what it sent.
@@ -350,13 +368,14 @@ def test_logs_arrive_once_in_order_with_their_time_across_restarts_reboot_and_st
     sh(sd, iid, f"systemctl kill -s KILL {shipper}")
     wait_for("lines after the shipper was killed", shipped_past(last_written() + 8), timeout=90)
     # A reboot, then a stop and start: the journal is on disk, the cursor too.
+    before = pid1()
     ec2.reboot_instances(InstanceIds=[iid])
-    back_up("the app and its shipper after the reboot")
+    back_up("the app and its shipper after the reboot", before)
     wait_for("lines after the reboot", shipped_past(last_written() + 2), timeout=90)
     ec2.stop_instances(InstanceIds=[iid])
     wait_for("stopped", lambda: not running(sd, app) and not sd.guest_list().get(iid, {}).get("pid1"))
     ec2.start_instances(InstanceIds=[iid])
-    back_up("the app and its shipper after the start")
+    back_up("the app and its shipper after the start", None)
     wait_for("lines after the start", shipped_past(last_written() + 2), timeout=90)
 
     # The app stops: what its journal holds is final, and the stream must hold exactly that.
