@@ -451,7 +451,7 @@ class Recorder:
     def _map_ec2_RunInstances(self, call, status, data, facts):
         lt = call.before["lt"]
         lt_arn = self.ec2_arn("launch-template", lt["id"])
-        via = {"ec2:LaunchTemplate": lt_arn, "ec2:IsLaunchTemplateResource": "false"}
+        via = {"ec2:LaunchTemplate": lt_arn}
         instances = xml_find_all(data, "instanceId") if status == 200 else []
         instances = list(dict.fromkeys(instances)) or ["i-00000000000000000"]
         image = next(iter(xml_find_all(data, "imageId")), None) or lt["data"].get("ImageId") or "ami-00000000"
@@ -466,8 +466,7 @@ class Recorder:
         for kind in ("instance", "volume"):
             by_type.setdefault(kind, {}).update(query_tags(call.params, "TagSpecification", kind))
         out = [{"action": "ec2:RunInstances", "resource": lt_arn,
-                "context": {"ec2:LaunchTemplate": lt_arn, "ec2:IsLaunchTemplateResource": "true",
-                            **resource_tag_context(lt["tags"], ec2=True)}}]
+                "context": {"ec2:LaunchTemplate": lt_arn, **resource_tag_context(lt["tags"], ec2=True)}}]
         for i in instances:
             out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("instance", i),
                         "context": {**via, **tag_context(by_type.get("instance", {}))}})
@@ -695,7 +694,10 @@ class Recorder:
     def _schedule(action: str, passes: bool):  # noqa: N805
         def mapper(self, call, status, data, facts):
             out = [{"action": action, "resource": self.schedule_arn(call), "context": {}}]
-            role = ((call.json or {}).get("Target") or {}).get("RoleArn")
+            target = (call.json or {}).get("Target") or {}
+            role = target.get("RoleArn")
+            if target:  # what EventBridge Scheduler will do with the role
+                facts.update({"target": target.get("Arn"), "role": role})
             if passes and role:
                 out.append({"action": "iam:PassRole", "resource": role,
                             "context": {"iam:PassedToService": "scheduler.amazonaws.com"}})

@@ -173,3 +173,25 @@ def test_the_command_line_exits_1_on_a_denial_and_writes_the_json(tmp_path, caps
     assert "DENIED stackdrop-validate (role ValidateRole): s3:GetObjectVersion" in capsys.readouterr().out
     (tmp_path / "empty.jsonl").write_text("")
     assert iam_check.main([str(tmp_path / "empty.jsonl"), "--npm-prefix", NPM]) == 1
+
+
+@needs_engine
+def test_the_operators_cli_and_a_test_only_bucket_are_counted_not_checked():
+    cli = {"function": "stackdrop-cli", "service": "states", "operation": "StartExecution", "status": 200,
+           "unmapped": True, "detail": "states StartExecution (POST /)", "auth": [], "facts": {}}
+    direct = copy.deepcopy(next(r for r in CALLS if r["operation"] == "GetObject"))
+    direct["auth"][0]["resource"] = "arn:aws:s3:::stackdrop-direct/k.zip"
+    out, text = run(copy.deepcopy(CALLS) + [cli, direct])
+    assert out["denied"] == [] and out["problems"] == [], text
+    assert out["skipped"] == {"stackdrop-cli (the operator's own credentials)": 1,
+                              "a test-only bucket (stackdrop-direct)": 1}
+    assert "not checked: 1 calls of a test-only bucket (stackdrop-direct)" in text
+
+
+@needs_engine
+def test_the_state_machines_and_rules_roles_are_checked_too():
+    out, text = run()
+    assert "DeployStateMachineRole" not in out["unused"] and "TriggerRole" not in out["unused"], text
+    out, text = run(doc=without(template(), "TeardownStateMachineRole", "InvokeTheSteps"))
+    assert {(d["role"], d["action"], d["resource"].rsplit(":", 1)[-1]) for d in out["denied"]} == {
+        ("TeardownStateMachineRole", "lambda:InvokeFunction", f"stackdrop-{n}") for n in ("validate", "claim", "finish")}, text

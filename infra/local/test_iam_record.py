@@ -138,8 +138,7 @@ def test_run_instances_is_every_resource_it_creates_tags_on_create_and_the_pass_
     lt_arn = "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-1"
     assert by[("ec2:RunInstances", "launch-template/lt-1")]["aws:ResourceTag/stackdrop:app"] == "a"
     assert by[("ec2:RunInstances", "instance/i-1")] == {
-        "ec2:LaunchTemplate": lt_arn, "ec2:IsLaunchTemplateResource": "false",
-        "aws:RequestTag/stackdrop:app": "a", "aws:TagKeys": ["stackdrop:app"]}
+        "ec2:LaunchTemplate": lt_arn, "aws:RequestTag/stackdrop:app": "a", "aws:TagKeys": ["stackdrop:app"]}
     for res in ("network-interface/eni-1", "security-group/sg-1", "subnet/subnet-1", ":image/ami-1".lstrip(":")):
         assert ("ec2:RunInstances", res) in by, res
     assert by[("ec2:CreateTags", "instance/i-1")]["ec2:CreateAction"] == "RunInstances"

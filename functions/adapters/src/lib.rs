@@ -91,11 +91,8 @@ impl Clients {
     /// The function's name goes into every request's User-Agent (`app/NAME`): CloudTrail shows
     /// which function called, and the local environment attributes each call to its role.
     pub async fn load() -> Clients {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(name) = app_name(std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok().as_deref()) {
-            loader = loader.app_name(name);
-        }
-        Clients::from_conf(&loader.load().await, Settings::from_env())
+        let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
+        Clients::from_conf(&sdk_config(function.as_deref()).await, Settings::from_env())
     }
 
     pub fn from_conf(conf: &aws_config::SdkConfig, settings: Settings) -> Clients {
@@ -138,6 +135,16 @@ where
         handler(clients, event)
     }))
     .await
+}
+
+/// The AWS configuration from the environment, every request's User-Agent naming `app`
+/// (`app/NAME`) when it is a valid app name: each Lambda its function, the CLI `stackdrop-cli`.
+pub async fn sdk_config(app: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(name) = app_name(app) {
+        loader = loader.app_name(name);
+    }
+    loader.load().await
 }
 
 /// The SDK app name for a Lambda function name, when it is a valid one (every function name
