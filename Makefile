@@ -53,7 +53,7 @@ test-e2e: tools build-lambdas $(GUEST_TEST_DEPS) ## the pipeline end to end on l
 # its function's role in infra/template.yaml, each instance's own calls against its role under the
 # boundary; prints denials with the statement to add, and the actions no call used.
 test-iam: tools ## IAM simulation of the last test-e2e run's calls against infra/template.yaml
-	$(PY) infra/local/iam_check.py "$(IAM_CALLS)" --npm-prefix "$(NPM_PREFIX)" --json "$(dir $(IAM_CALLS))result.json"
+	$(PY) infra/local/iam_check.py "$(IAM_CALLS)" --npm-prefix "$(NPM_PREFIX)" --json "$(dir $(IAM_CALLS))result.json" $(if $(GUEST_TEST_DEPS),--expect-guest-calls)
 
 dev: tools build-lambdas $(GUEST_TEST_DEPS) ## run stackdrop on local AWS in the foreground (endpoint http://127.0.0.1:4566)
 	$(NO_GUESTS_NOTE)

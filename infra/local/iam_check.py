@@ -55,6 +55,8 @@ LOCAL_NAMES = {
 # template, plus kms:Decrypt for secrets under a customer managed key).
 SANDBOX_ALLOWED = ["s3:GetObject", "s3:GetObjectVersion", "logs:CreateLogStream", "logs:PutLogEvents",
                    "ec2:CreateTags", "ssm:*", "ssmmessages:*", "ec2messages:*", "kms:Decrypt"]
+# How the recorder names an instance's own call (real guests): INSTANCE + its id.
+INSTANCE = "instance:"
 # Callers that are no function of the template: the operator's CLI runs with the operator's
 # own credentials (what they need is the README's business, not the deployer's roles).
 OPERATOR_APPS = {"stackdrop-cli"}
@@ -308,6 +310,7 @@ class Check:
         self.meta: list[dict[str, Any]] = []  # per job: who, what, why
         self.problems: list[str] = []
         self.skipped: dict[str, int] = {}
+        self.guest_calls = 0
 
     def add(self, who: str, role: str, policies: list[dict], boundary: list[dict] | None,
             auth: dict[str, Any], why: str) -> None:
@@ -329,6 +332,8 @@ class Check:
             if why:
                 self.skipped[why] = self.skipped.get(why, 0) + 1
                 continue
+            if rec["function"].startswith(INSTANCE):
+                continue  # an instance's own call (real guests): checked with its role, below
             if rec.get("unmapped"):
                 self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
                                      f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
@@ -406,6 +411,20 @@ class Check:
                 launched.setdefault(f["launch_template_id"], []).extend(f["instances"])
         boundary_arn = self.t.r.ref("InstanceBoundary")
         seen: set[str] = set()
+        of_instance: dict[str, tuple[str, list[dict], dict[str, Any], set[str]]] = {}
+
+        def check(iid: str, lt: dict[str, Any], role: str, policies: list[dict], auth: dict[str, Any], why: str):
+            key = json.dumps([role, auth], sort_keys=True)
+            if key in seen:
+                return
+            seen.add(key)
+            self.add(f"instance {iid} ({lt['instance_tags'].get('stackdrop:app')}/"
+                     f"{lt['instance_tags'].get('stackdrop:instance')})", role, policies,
+                     [self.t.boundary()], auth, why)
+            if self.sandbox is not None:
+                self.add(f"instance {iid}, sandboxed", role, policies, [self.sandbox.boundary()], auth,
+                         why + " (boundary sandboxed)")
+
         for lt in templates:
             role = profiles.get(lt["profile"], lt["profile"])
             if role not in inline:
@@ -419,17 +438,31 @@ class Check:
             policies += [{"name": arn, "policy": p} for arn, p in sorted(managed.get(role, {}).items()) if p]
             v = user_data_vars(lt["user_data"])
             for iid in launched.get(lt["launch_template_id"]) or ["i-0123456789abcdef0"]:
-                for auth, why in self.expected(iid, lt, v):
-                    key = json.dumps([role, auth], sort_keys=True)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    self.add(f"instance {iid} ({lt['instance_tags'].get('stackdrop:app')}/"
-                             f"{lt['instance_tags'].get('stackdrop:instance')})", role, policies,
-                             [self.t.boundary()], auth, why)
-                    if self.sandbox is not None:
-                        self.add(f"instance {iid}, sandboxed", role, policies, [self.sandbox.boundary()], auth,
-                                 why + " (boundary sandboxed)")
+                expected = self.expected(iid, lt, v)
+                for auth, why in expected:
+                    check(iid, lt, role, policies, auth, why)
+                of_instance[iid] = (role, policies, lt, {a["action"] for a, _ in expected})
+        # What real guests did (with --guests): each call against the same role, and each must be
+        # one of the expected ones, or the expected list above misses it.
+        for rec in self.records:
+            if not rec["function"].startswith(INSTANCE):
+                continue
+            iid = rec["function"][len(INSTANCE):]
+            if iid not in of_instance:
+                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} from an instance "
+                                     "no recorded launch template describes")
+                continue
+            if rec.get("unmapped"):
+                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
+                                     f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
+                continue
+            role, policies, lt, actions = of_instance[iid]
+            for auth in rec["auth"]:
+                if auth["action"] not in actions:
+                    self.problems.append(f"{rec['function']} called {auth['action']} ({rec['operation']}), which "
+                                         "its expected calls lack: add it to iam_check.Check.expected")
+                check(iid, lt, role, policies, auth, f"{rec['service']} {rec['operation']} (recorded on the guest)")
+        self.guest_calls = sum(r["function"].startswith(INSTANCE) for r in self.records)
 
     @staticmethod
     def expected(iid: str, lt: dict[str, Any], v: dict[str, str]) -> list[tuple[dict[str, Any], str]]:
@@ -538,7 +571,9 @@ def evaluate(check: Check, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any], n_records: int, n_jobs: int, seconds: float) -> str:
-    lines = [f"iam-check: {n_records} recorded calls, {n_jobs} distinct authorizations simulated in {seconds:.2f}s"]
+    guests = out.get("figures", {}).get("guest_calls", 0)
+    lines = [f"iam-check: {n_records} recorded calls ({guests} of them by real guests), {n_jobs} distinct "
+             f"authorizations simulated in {seconds:.2f}s"]
     for why, n in sorted(out.get("skipped", {}).items()):
         lines.append(f"not checked: {n} calls of {why}")
     for p in out["problems"]:
@@ -573,7 +608,8 @@ def run(records: list[dict[str, Any]], template_path: str = TEMPLATE, npm_prefix
     results = simulate(check.jobs, npm_prefix) if check.jobs else []
     seconds = time.monotonic() - t0
     out = evaluate(check, results)
-    out["figures"] = {"records": len(records), "simulations": len(check.jobs), "seconds": round(seconds, 3)}
+    out["figures"] = {"records": len(records), "guest_calls": check.guest_calls, "simulations": len(check.jobs),
+                      "seconds": round(seconds, 3)}
     return out, report(out, len(records), len(check.jobs), seconds)
 
 
@@ -588,12 +624,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--template", default=TEMPLATE)
     p.add_argument("--npm-prefix", default=None, help="where @cloud-copilot/iam-simulate is installed (.tools/npm)")
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--expect-guest-calls", action="store_true",
+                   help="fail unless real guests' own calls were recorded (the run had guests)")
     a = p.parse_args(argv)
     records = read_records(a.calls)
     if not records:
         print(f"iam-check: {a.calls} holds no calls: was the e2e run recorded (STACKDROP_RECORD_CALLS)?")
         return 1
     out, text = run(records, a.template, a.npm_prefix)
+    if a.expect_guest_calls and not out["figures"]["guest_calls"]:
+        out["problems"].append("no call of a real guest was recorded, though the run had guests")
+        text += "\nFAIL no call of a real guest was recorded, though the run had guests"
     print(text)
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:

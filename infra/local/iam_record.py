@@ -289,8 +289,9 @@ class Recorder:
     # -- the hooks ----------------------------------------------------------------------------
 
     def before(self, method: str, path: str, query: str, headers: dict[str, str],
-               body: bytes) -> Call | None:
-        function = function_of(headers)
+               body: bytes, instance: str | None = None) -> Call | None:
+        """`instance`: the call came from that instance's guest (any client, the AWS CLI)."""
+        function = f"instance:{instance}" if instance else function_of(headers)
         if function is None:
             return None
         call = Call(function, service_of(headers) or "?", method, path, query, headers, body)
@@ -506,6 +507,22 @@ class Recorder:
                     for i, tags in call.before["tags"].items()]
         return mapper
 
+    def _pre_ec2_CreateTags(self, call):
+        call.before["tags"] = self.lookup.instance_tags([r for r in numbered(call.params, "ResourceId")
+                                                         if r.startswith("i-")])
+
+    def _map_ec2_CreateTags(self, call, status, data, facts):
+        ids = numbered(call.params, "ResourceId")
+        if any(not r.startswith("i-") for r in ids):
+            raise UnmappedCall(f"ec2 CreateTags on {ids}: only instances are mapped")
+        tags, n = {}, 1
+        while f"Tag.{n}.Key" in call.params:
+            tags[call.params[f"Tag.{n}.Key"]] = call.params.get(f"Tag.{n}.Value", "")
+            n += 1
+        return [{"action": "ec2:CreateTags", "resource": self.ec2_arn("instance", i),
+                 "context": {**resource_tag_context(call.before["tags"].get(i, {}), ec2=True), **tag_context(tags)}}
+                for i in ids]
+
     _map_ec2_TerminateInstances = _instances_write("ec2:TerminateInstances")
     _map_ec2_StartInstances = _instances_write("ec2:StartInstances")
     _map_ec2_StopInstances = _instances_write("ec2:StopInstances")
@@ -608,8 +625,8 @@ class Recorder:
         return f"arn:aws:ssm:{self.region}:{self.account}:parameter/{name.lstrip('/')}"
 
     def _map_ssm_GetParameter(self, call, status, data, facts):
-        name = call.json["Name"].split(":", 1)[0] if not call.json["Name"].startswith("arn:") else call.json["Name"]
-        return [{"action": "ssm:GetParameter", "resource": self.parameter_arn(name), "context": {}}]
+        return [{"action": "ssm:GetParameter", "resource": self.parameter_arn(secret_name(call.json["Name"])),
+                 "context": {}}]
 
     def _ddb(action: str):  # noqa: N805
         def mapper(self, call, status, data, facts):
@@ -646,9 +663,19 @@ class Recorder:
     def _map_logs_PutRetentionPolicy(self, call, status, data, facts):
         return [{"action": "logs:PutRetentionPolicy", "resource": self.log_group_arn(call.json["logGroupName"]), "context": {}}]
 
-    def _map_logs_GetLogEvents(self, call, status, data, facts):
-        arn = f"{self.log_group_arn(call.json['logGroupName'])}:log-stream:{call.json['logStreamName']}"
-        return [{"action": "logs:GetLogEvents", "resource": arn, "context": {}}]
+    def _log_stream(action: str):  # noqa: N805
+        def mapper(self, call, status, data, facts):
+            arn = f"{self.log_group_arn(call.json['logGroupName'])}:log-stream:{call.json['logStreamName']}"
+            return [{"action": action, "resource": arn, "context": {}}]
+        return mapper
+
+    _map_logs_GetLogEvents = _log_stream("logs:GetLogEvents")
+    _map_logs_CreateLogStream = _log_stream("logs:CreateLogStream")
+    _map_logs_PutLogEvents = _log_stream("logs:PutLogEvents")
+
+    def _map_ssm_GetParameters(self, call, status, data, facts):
+        return [{"action": "ssm:GetParameters", "resource": self.parameter_arn(secret_name(n)), "context": {}}
+                for n in call.json.get("Names") or []]
 
     def _map_events_PutEvents(self, call, status, data, facts):
         entries = call.json.get("Entries") or []
@@ -708,6 +735,14 @@ class Recorder:
     _map_scheduler_DeleteSchedule = _schedule("scheduler:DeleteSchedule", False)
     _map_scheduler_CreateSchedule = _schedule("scheduler:CreateSchedule", True)
     _map_scheduler_UpdateSchedule = _schedule("scheduler:UpdateSchedule", True)
+
+
+def secret_name(reference: str) -> str:
+    """A parameter's name or ARN without its :version / :label selector."""
+    if reference.startswith("arn:"):
+        head, _, rest = reference.partition(":parameter/")
+        return f"{head}:parameter/{rest.split(':', 1)[0]}"
+    return reference.split(":", 1)[0]
 
 
 def error_code(service: str, status: int, data: bytes) -> str | None:

@@ -379,9 +379,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             self._reply(*fault)
             return
-        # A Lambda's call, as IAM would authorize it (read before moto changes what it reads).
-        call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body) \
-            if env.recorder is not None and self.server is env._router else None
+        # A Lambda's call, or an instance's own (its guest's, on the guests' listener), as IAM
+        # would authorize it (what it needs is read before moto changes it).
+        call = None
+        if env.recorder is not None:
+            instance = None
+            if self.server is getattr(env, "_guest_router", None):
+                instance = env.guests.instance_at(self.client_address[0]) if env.guests else None
+                instance = instance or f"unknown-{self.client_address[0]}"
+            call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body, instance)
         # The client's Host is kept (moto builds URLs such as SQS QueueUrl from it, and those
         # must point back here); the request is otherwise forwarded unchanged.
         try:

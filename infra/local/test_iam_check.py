@@ -195,3 +195,24 @@ def test_the_state_machines_and_rules_roles_are_checked_too():
     out, text = run(doc=without(template(), "TeardownStateMachineRole", "InvokeTheSteps"))
     assert {(d["role"], d["action"], d["resource"].rsplit(":", 1)[-1]) for d in out["denied"]} == {
         ("TeardownStateMachineRole", "lambda:InvokeFunction", f"stackdrop-{n}") for n in ("validate", "claim", "finish")}, text
+
+
+def guest_call(action, resource, operation, context=None, iid="i-5558d5e37a886c08f"):
+    return {"function": f"instance:{iid}", "service": action.split(":")[0], "operation": operation, "status": 200,
+            "auth": [{"action": action, "resource": resource, "context": context or {}}], "facts": {}}
+
+
+@needs_engine
+def test_what_a_real_guest_did_is_checked_against_its_role_and_its_expected_calls():
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/stackdrop/instance/e2e-run-19289c--hello--instance--greeter"
+    ok = guest_call("logs:PutLogEvents", f"{group}:log-stream:i-5558d5e37a886c08f/app", "PutLogEvents")
+    out, text = run(copy.deepcopy(CALLS) + [ok])
+    assert out["denied"] == [] and out["problems"] == [] and out["figures"]["guest_calls"] == 1, text
+    # Another instance's stream: denied by its own role; an action the list lacks: a problem.
+    other = guest_call("logs:PutLogEvents", f"{group}x:log-stream:i-0/app", "PutLogEvents")
+    extra = guest_call("logs:DescribeLogStreams", group, "DescribeLogStreams")
+    out, text = run(copy.deepcopy(CALLS) + [other, extra])
+    assert [(d["action"], d["result"]) for d in out["denied"]] == [("logs:PutLogEvents", "ImplicitlyDenied")] * 2 + \
+        [("logs:DescribeLogStreams", "ImplicitlyDenied")] * 2, text
+    assert out["problems"] == ["instance:i-5558d5e37a886c08f called logs:DescribeLogStreams (DescribeLogStreams), "
+                               "which its expected calls lack: add it to iam_check.Check.expected"]

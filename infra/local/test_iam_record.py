@@ -228,3 +228,25 @@ def test_the_router_records_through_moto_with_tags_read_from_its_state(recording
     assert ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}") in by
     assert by[("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/stackdrop/r")] == {"iam:PassedToService": "ec2.amazonaws.com"}
     assert env.recorder.count == 1 and env.recorder.unmapped == 0
+
+
+def test_an_instances_own_calls_are_recorded_under_it_whatever_its_client(tmp_path):
+    lookup = FakeLookup(instances={"i-9": {"stackdrop:app": "a"}})
+    body = form(**{"Action": "CreateTags", "ResourceId.1": "i-9", "Tag.1.Key": "stackdrop:bootstrap", "Tag.1.Value": "ok"})
+    out = tmp_path / "calls.jsonl"
+    rec = iam_record.Recorder(str(out), lookup, ACCOUNT, REGION, log=lambda line: None)
+    h = {**headers("ec2"), "User-Agent": "aws-cli/2.17.0 Python/3.12"}
+    rec.after(rec.before("POST", "/", "", h, body, instance="i-9"), 200, b"")
+    [r] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert r["function"] == "instance:i-9"
+    assert r["auth"] == [{"action": "ec2:CreateTags", "resource": "arn:aws:ec2:us-east-1:123456789012:instance/i-9", "context": {
+        "aws:ResourceTag/stackdrop:app": "a", "ec2:ResourceTag/stackdrop:app": "a",
+        "aws:RequestTag/stackdrop:bootstrap": "ok", "aws:TagKeys": ["stackdrop:bootstrap"]}}]
+    [ssm] = record(tmp_path, "ssm", json.dumps({"Names": ["/app/db:2", "arn:aws:ssm:us-east-1:123456789012:parameter/k:lbl"],
+                                                "WithDecryption": True}).encode(), target="AmazonSSM.GetParameters")
+    assert [a["resource"] for a in ssm["auth"]] == ["arn:aws:ssm:us-east-1:123456789012:parameter/app/db",
+                                                    "arn:aws:ssm:us-east-1:123456789012:parameter/k"]
+    [stream] = record(tmp_path, "logs", json.dumps({"logGroupName": "/g", "logStreamName": "i-9/app"}).encode(),
+                      target="Logs_20140328.CreateLogStream")
+    assert stream["auth"] == [{"action": "logs:CreateLogStream", "context": {},
+                               "resource": "arn:aws:logs:us-east-1:123456789012:log-group:/g:log-stream:i-9/app"}]
