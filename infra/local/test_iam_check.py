@@ -216,3 +216,12 @@ def test_what_a_real_guest_did_is_checked_against_its_role_and_its_expected_call
         [("logs:DescribeLogStreams", "ImplicitlyDenied")] * 2, text
     assert out["problems"] == ["instance:i-5558d5e37a886c08f called logs:DescribeLogStreams (DescribeLogStreams), "
                                "which its expected calls lack: add it to iam_check.Check.expected"]
+
+
+@needs_engine
+def test_a_state_machine_naming_a_function_the_template_does_not_substitute_fails():
+    doc = template()
+    del doc["Resources"]["DeployStateMachine"]["Properties"]["DefinitionSubstitutions"]["PollFunctionArn"]
+    out, text = run(doc=doc)
+    assert out["problems"] == ["DeployStateMachine: ../statemachine/deploy.asl.json names ${PollFunctionArn}, "
+                               "which its DefinitionSubstitutions lack"], text
