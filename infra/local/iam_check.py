@@ -579,10 +579,21 @@ def report(out: dict[str, Any], n_records: int, n_jobs: int, seconds: float) -> 
              f"authorizations simulated in {seconds:.2f}s"]
     for why, n in sorted(out.get("skipped", {}).items()):
         lines.append(f"not checked: {n} calls of {why}")
+    counts: dict[str, int] = {}
     for p in out["problems"]:
-        lines.append(f"FAIL {p}")
+        counts[p] = counts.get(p, 0) + 1
+    for p, n in counts.items():
+        lines.append(f"FAIL {p}" + (f" ({n} times)" if n > 1 else ""))
+    alike: dict[tuple, list[dict[str, Any]]] = {}  # one denial shown per kind, with its count
     for d in out["denied"]:
-        lines.append(f"DENIED {d['who']} (role {d['role']}): {d['action']} on {d['resource']} [{d['why']}]: {d['result']}")
+        kind = "instance" if d["who"].startswith("instance") else d["who"]
+        role = "instance role" if kind == "instance" else d["role"]
+        alike.setdefault((kind, role, d["action"], generalize(d["resource"]), d["why"], d["result"]), []).append(d)
+    for group in alike.values():
+        d = group[0]
+        more = f" (and {len(group) - 1} more like it)" if len(group) > 1 else ""
+        lines.append(f"DENIED {d['who']} (role {d['role']}): {d['action']} on {d['resource']} [{d['why']}]: "
+                     f"{d['result']}{more}")
         if d["context"]:
             lines.append(f"    context: {json.dumps(d['context'], sort_keys=True)}")
         for k in ("errors", "denied_by", "boundary", "near_misses"):
