@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 -include mk/guest.mk
 -include mk/local.mk
 
-.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e dev demo schema bench fuzz lint lint-scripts fmt clean
+.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e test-iam dev demo schema bench fuzz lint lint-scripts fmt clean
 
 # The five Lambda functions and the CLI (debug: what the local environment runs).
 LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
@@ -26,7 +26,7 @@ build: ## build every crate (debug)
 build-lambdas:
 	$(CARGO) build --locked $(LAMBDA_PKGS) -p stackdrop-cli
 
-test: test-rust test-asl test-template test-local-env test-e2e ## run every test (installs the tools it needs)
+test: test-rust test-asl test-template test-local-env test-e2e test-iam ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
 
 test-asl: tools ## check statemachine/*.asl.json with asl-validator (and that statemachine/build.py wrote them)
@@ -41,9 +41,19 @@ test-template: tools ## lint the deploy template with cfn-lint
 GUEST_ARGS = $(if $(GUEST_TEST_DEPS),,--no-guests)
 NO_GUESTS_NOTE = $(if $(GUEST_TEST_DEPS),,@echo "real guests need Linux and root: running without them (instances in moto only, nothing runs on them)")
 
+# Every AWS call the Lambdas make during the run is recorded in IAM_CALLS (infra/local/iam_record.py)
+# for test-iam.
+IAM_CALLS ?= $(CURDIR)/target/iam/calls.jsonl
 test-e2e: tools build-lambdas $(GUEST_TEST_DEPS) ## the pipeline end to end on local AWS (moto + cargo lambda + real guests)
 	$(NO_GUESTS_NOTE)
-	STACKDROP_GUESTS=$(if $(GUEST_TEST_DEPS),1,0) $(PY) -m pytest tests/e2e -q -p no:cacheprovider
+	@mkdir -p "$(dir $(IAM_CALLS))" && rm -f "$(IAM_CALLS)"
+	STACKDROP_RECORD_CALLS="$(IAM_CALLS)" STACKDROP_GUESTS=$(if $(GUEST_TEST_DEPS),1,0) $(PY) -m pytest tests/e2e -q -p no:cacheprovider
+
+# The IAM policy engine (@cloud-copilot/iam-simulate) on what test-e2e recorded: each call against
+# its function's role in infra/template.yaml, each instance's own calls against its role under the
+# boundary; prints denials with the statement to add, and the actions no call used.
+test-iam: tools ## IAM simulation of the last test-e2e run's calls against infra/template.yaml
+	$(PY) infra/local/iam_check.py "$(IAM_CALLS)" --npm-prefix "$(NPM_PREFIX)" --json "$(dir $(IAM_CALLS))result.json" $(if $(GUEST_TEST_DEPS),--expect-guest-calls)
 
 dev: tools build-lambdas $(GUEST_TEST_DEPS) ## run stackdrop on local AWS in the foreground (endpoint http://127.0.0.1:4566)
 	$(NO_GUESTS_NOTE)

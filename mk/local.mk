@@ -1,5 +1,7 @@
 # mk/local.mk: project-local tools for the local AWS environment (moto, AWS CLI v1, cargo-lambda,
-# zig, cfn-lint, pytest in .venv/; asl-validator in .tools/npm). Included by the main Makefile:
+# zig, cfn-lint, pytest in .venv/; asl-validator and @cloud-copilot/iam-simulate in .tools/npm; the
+# latter is AGPL-3.0: a test tool of this environment, never part of what stackdrop ships).
+# Included by the main Makefile:
 #
 #     include mk/local.mk
 #
@@ -56,5 +58,5 @@ LOCAL_ENV_ARGS ?=
 local-up: $(VENV_STAMP)
 	"$(PY)" "$(LOCAL_ENV)" $(LOCAL_ENV_ARGS)
 
-test-local-env: $(VENV_STAMP) $(GUEST_TEST_DEPS)
+test-local-env: $(VENV_STAMP) $(NPM_STAMP) $(GUEST_TEST_DEPS)
 	cd "$(LOCAL_MK_ROOT)" && "$(PY)" -m pytest -q infra/local

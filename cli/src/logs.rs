@@ -150,7 +150,7 @@ fn now_ms() -> i64 {
 
 pub fn run(stack: String, instance: Option<String>, follow: bool) -> Result<(), Fatal> {
     crate::status::block_on(async {
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = stackdrop_adapters::sdk_config(Some(crate::APP_NAME)).await;
         let logs = Client::new(&conf);
         let groups = groups(&logs, &stack, instance.as_deref()).await?;
         let mut out = std::io::stdout().lock();

@@ -17,6 +17,10 @@ use stackdrop_core::Problem;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// In every AWS request's User-Agent (`app/stackdrop-cli`): CloudTrail, and the local
+/// environment's IAM recorder, tell the operator's calls from the Lambdas'.
+pub const APP_NAME: &str = "stackdrop-cli";
+
 #[derive(Parser)]
 #[command(
     name = "stackdrop",
@@ -223,7 +227,7 @@ fn run(cli: Cli) -> Result<Outcome, Fatal> {
             prefix,
         } => {
             let arn = status::block_on(async {
-                let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let conf = stackdrop_adapters::sdk_config(Some(crate::APP_NAME)).await;
                 let store = stackdrop_adapters::store::Store::new(
                     aws_sdk_dynamodb::Client::new(&conf),
                     table,

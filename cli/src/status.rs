@@ -222,7 +222,7 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
         .build()
         .map_err(|e| Fatal(e.to_string()))?;
     rt.block_on(async {
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = stackdrop_adapters::sdk_config(Some(crate::APP_NAME)).await;
         let store = Store::new(aws_sdk_dynamodb::Client::new(&conf), table);
         let sfn = aws_sdk_sfn::Client::new(&conf);
         let scheduler = aws_sdk_scheduler::Client::new(&conf);

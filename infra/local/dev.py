@@ -95,7 +95,7 @@ class Stackdrop:
 
     def __init__(self, port: int = 4566, lambda_port: int = 9000, table: str = "stackdrop-state",
                  log_dir: str | None = None, deadline_seconds: int = 900, quiet: bool = False,
-                 guests: bool = True):
+                 guests: bool = True, record_calls: str | None = None):
         self.port = port or stackdrop_local.free_port()
         self.lambda_port = lambda_port or stackdrop_local.free_port()
         self.table = table
@@ -103,6 +103,7 @@ class Stackdrop:
         self.deadline_seconds = deadline_seconds
         self.quiet = quiet
         self.guests = guests  # a real Linux guest per instance (infra/local/guests/)
+        self.record_calls = record_calls  # the Lambdas' AWS calls as IAM sees them (iam_record.py)
         self.emulator: subprocess.Popen | None = None
         self.env: stackdrop_local.LocalEnvProcess | None = None
         self.boundary_arn = f"arn:aws:iam::{ACCOUNT}:policy/{BOUNDARY_NAME}"
@@ -158,7 +159,8 @@ class Stackdrop:
             self.env = stackdrop_local.spawn(
                 lambda_url=f"http://127.0.0.1:{self.lambda_port}", port=self.port,
                 log_path=os.path.join(self.log_dir, "local-aws.log"), timeout=90,
-                guests=self.guests)
+                guests=self.guests,
+                extra_args=["--record-calls", self.record_calls] if self.record_calls else None)
             self._control_plane()
         except BaseException:
             self.stop()

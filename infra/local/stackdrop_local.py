@@ -69,6 +69,7 @@ from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults as faultlib  # noqa: E402
+import iam_record  # noqa: E402
 
 PREFIX = "stackdrop-local"
 HEALTH_PATH = "/_stackdrop/health"  # "_stackdrop" is no valid bucket name: no clash with S3 paths
@@ -110,6 +111,7 @@ class Config:
     seed: int = 0
     ec2_rate_limits: bool = True  # EC2's published request token buckets
     guests: bool = False  # boot a real Linux guest per EC2 instance (infra/local/guests/)
+    record_calls: str | None = None  # JSONL of the Lambdas' AWS calls as IAM sees them (iam_record.py)
 
 
 class StartupError(RuntimeError):
@@ -377,6 +379,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             self._reply(*fault)
             return
+        # A Lambda's call, or an instance's own (its guest's, on the guests' listener), as IAM
+        # would authorize it (what it needs is read before moto changes it).
+        call = None
+        if env.recorder is not None:
+            instance = None
+            if self.server is getattr(env, "_guest_router", None):
+                instance = env.guests.instance_at(self.client_address[0]) if env.guests else None
+                instance = instance or f"unknown-{self.client_address[0]}"
+            call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body, instance)
         # The client's Host is kept (moto builds URLs such as SQS QueueUrl from it, and those
         # must point back here); the request is otherwise forwarded unchanged.
         try:
@@ -387,6 +398,8 @@ class _Handler(BaseHTTPRequestHandler):
             env.log(f"router: moto unreachable for {self.command} {path}: {e}")
             self._reply(502, [("Content-Type", "text/plain")], f"moto unreachable: {e}\n".encode())
             return
+        if call is not None:  # before the answer: whoever reads the recording next sees this call
+            env.recorder.after(call, status, data)
         self._reply(status, headers, data, reason)
         try:
             env.after_moto_response(self.command, path, query, body, status, headers, data)
@@ -498,6 +511,11 @@ class LocalEnv:
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.guests: Any = None  # guests.manager.GuestManager when config.guests
         self.standin: Any = None  # standin.BootstrapStandIn otherwise
+        self.recorder: iam_record.Recorder | None = None
+        if self.config.record_calls:
+            self.recorder = iam_record.Recorder(
+                self.config.record_calls, iam_record.Lookup(lambda s: self.client(s, direct=True)),
+                self.account, self.config.region, log=self.log)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -1022,6 +1040,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--guests", action="store_true",
                    help="boot a real Linux guest (systemd-nspawn) per EC2 instance; needs Linux, "
                         "root and `make rootfs` (see infra/local/README.md)")
+    p.add_argument("--record-calls", default=os.environ.get("STACKDROP_RECORD_CALLS") or None,
+                   metavar="PATH", help="append every AWS call of the Lambdas, as IAM authorizes "
+                   "it, to this JSONL file (iam_record.py; checked by iam_check.py)")
     a = p.parse_args(argv)
     faultlib.parse_spec(a.faults)  # a bad spec fails here, with its reason
     return Config(host=a.host, port=a.port, moto_port=a.moto_port, lambda_url=a.lambda_url,
@@ -1029,7 +1050,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
                   rule_name=a.rule_name, retry_seconds=a.retry_seconds, moto_log=a.moto_log,
                   faults=a.faults, seed=a.seed, ec2_rate_limits=not a.no_ec2_rate_limits,
                   state_machines={"Object Created": a.deploy_state_machine,
-                                  "Object Deleted": a.teardown_state_machine}, guests=a.guests)
+                                  "Object Deleted": a.teardown_state_machine}, guests=a.guests,
+                  record_calls=a.record_calls)
 
 
 def main(argv: list[str] | None = None) -> int:

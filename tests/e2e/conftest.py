@@ -31,7 +31,10 @@ needs_guests = pytest.mark.skipif(not GUESTS, reason="needs real guests (Linux, 
 
 @pytest.fixture(scope="session")
 def sd():
-    env = Stackdrop(port=0, lambda_port=0, table="stackdrop-state", quiet=True, guests=GUESTS)
+    # STACKDROP_RECORD_CALLS=PATH: every AWS call of the Lambdas is recorded there, as IAM
+    # authorizes it (infra/local/iam_record.py); `make test-iam` checks them (iam_check.py).
+    env = Stackdrop(port=0, lambda_port=0, table="stackdrop-state", quiet=True, guests=GUESTS,
+                    record_calls=os.environ.get("STACKDROP_RECORD_CALLS") or None)
     env.start()
     yield env
     env.stop()

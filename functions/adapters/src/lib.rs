@@ -88,9 +88,11 @@ impl Clients {
     }
 
     /// Loads the AWS configuration once (region, credentials, `AWS_ENDPOINT_URL` for local AWS).
+    /// The function's name goes into every request's User-Agent (`app/NAME`): CloudTrail shows
+    /// which function called, and the local environment attributes each call to its role.
     pub async fn load() -> Clients {
-        let conf = aws_config::load_defaults(BehaviorVersion::latest()).await;
-        Clients::from_conf(&conf, Settings::from_env())
+        let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
+        Clients::from_conf(&sdk_config(function.as_deref()).await, Settings::from_env())
     }
 
     pub fn from_conf(conf: &aws_config::SdkConfig, settings: Settings) -> Clients {
@@ -135,6 +137,22 @@ where
     .await
 }
 
+/// The AWS configuration from the environment, every request's User-Agent naming `app`
+/// (`app/NAME`) when it is a valid app name: each Lambda its function, the CLI `stackdrop-cli`.
+pub async fn sdk_config(app: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(name) = app_name(app) {
+        loader = loader.app_name(name);
+    }
+    loader.load().await
+}
+
+/// The SDK app name for a Lambda function name, when it is a valid one (every function name
+/// is: letters, digits, `-` and `_`; the SDK only warns about one over 50 characters).
+pub fn app_name(function_name: Option<&str>) -> Option<aws_config::AppName> {
+    aws_config::AppName::new(function_name?.to_string()).ok()
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -163,4 +181,18 @@ pub fn partition_of(function_arn: &str) -> String {
         .filter(|p| !p.is_empty())
         .unwrap_or("aws")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_function_name_is_the_app_name() {
+        let name = app_name(Some("stackdrop-validate")).expect("a valid app name");
+        assert_eq!(name.as_ref(), "stackdrop-validate");
+        assert!(app_name(None).is_none());
+        assert!(app_name(Some("")).is_none());
+        assert!(app_name(Some("not valid")).is_none());
+    }
 }

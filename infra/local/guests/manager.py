@@ -507,6 +507,12 @@ class GuestManager:
     def record(self, iid: str) -> Record | None:
         return self._records.get(iid)
 
+    def instance_at(self, address: str) -> str | None:
+        """The instance whose guest has this address (who made a call on the guests' listener)."""
+        with self._lock:
+            return next((r.instance_id for r in self._records.values()
+                         if r.guest is not None and r.guest.spec.address == address), None)
+
     def describe(self, memory: bool = False) -> dict[str, dict[str, Any]]:
         """Every guest, for tools and tests in another process (`GET /_stackdrop/guests`): its
         address, the host pid of its init (nsenter), its folder and console log, timings."""

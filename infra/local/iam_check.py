@@ -1,0 +1,660 @@
+#!/usr/bin/env python3
+"""IAM proven, not assumed: evaluates what the deployer and its instances do against the IAM
+policies of infra/template.yaml, with a real policy engine (@cloud-copilot/iam-simulate, run by
+iam_simulate.mjs; conditions, boundaries and explicit denies are evaluated).
+
+    python infra/local/iam_check.py CALLS.jsonl [--template infra/template.yaml] [--json OUT]
+
+CALLS.jsonl is what iam_record.py wrote during the end-to-end tests. Checked:
+
+* every recorded call of each Lambda, as each of the IAM authorizations it needs, against that
+  function's role in the template (the function is named in the User-Agent; its template
+  resource is the one whose FunctionName resolves to that name, its role the one it names);
+* what Lambda itself does with the function's role: create and write its log streams in the
+  function's LoggingConfig group;
+* every instance's own calls (download its bundle version, write its log streams, tag itself
+  with its bootstrap's report, read its secrets), taken from the user data provision put in its
+  launch template, against the inline and managed policies provision gave its role, under the
+  template's permissions boundary: as deployed (the default InstanceBoundaryAllowedActions) and
+  sandboxed (the list the parameter's description gives).
+
+A denied call fails (exit 1) with the statement that denied it or the one to add; an unmapped
+call fails; a context key the engine ignores fails (a typo would silently weaken a check). The
+report ends with the least-privilege list: per role, the actions its Allow statements grant that
+no call used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+# The local environment's physical names for what the template names (infra/local/dev.py,
+# stackdrop_local.py): the rest follows from the template's own name properties.
+LOCAL_NAMES = {
+    "BundleBucket": "stackdrop-bundles",
+    "InstanceBoundary": f"arn:aws:iam::{ACCOUNT}:policy/stackdrop-instance-boundary",
+    "SchedulerRole": "stackdrop-scheduler",
+}
+# What InstanceBoundaryAllowedActions lists to sandbox instances (its description in the
+# template, plus kms:Decrypt for secrets under a customer managed key).
+SANDBOX_ALLOWED = ["s3:GetObject", "s3:GetObjectVersion", "logs:CreateLogStream", "logs:PutLogEvents",
+                   "ec2:CreateTags", "ssm:*", "ssmmessages:*", "ec2messages:*", "kms:Decrypt"]
+# How the recorder names an instance's own call (real guests): INSTANCE + its id.
+INSTANCE = "instance:"
+# Callers that are no function of the template: the operator's CLI runs with the operator's
+# own credentials (what they need is the README's business, not the deployer's roles).
+OPERATOR_APPS = {"stackdrop-cli"}
+# Buckets only the tests use: tests/e2e/test_pipeline.py invokes the steps directly on a bucket
+# the trigger does not watch (so no execution runs beside it). In AWS the functions may read
+# only the template's BundleBucket, so a plain input naming another bucket is denied there: its
+# calls are counted, not checked.
+TEST_ONLY_BUCKETS = {"stackdrop-direct"}
+# What Step Functions needs of a machine's role to deliver its logs to CloudWatch Logs (AWS's
+# documented list: Step Functions developer guide, "IAM policies for logging to CloudWatch Logs").
+STATES_LOG_DELIVERY = ["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+                       "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+                       "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"]
+
+
+# --------------------------------------------------------------------------------------------
+# The template: CloudFormation YAML with short tags, resolved with the local names
+# --------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader: yaml.Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_Loader.add_multi_constructor("!", _tag)
+
+
+def load_template(path: str = TEMPLATE) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_Loader)  # noqa: S506 - SafeLoader plus the CFN tags
+
+
+NO_VALUE = object()
+
+
+class Resolver:
+    """Ref, Fn::GetAtt, Fn::Sub, Fn::If, Fn::Join, Fn::Equals/Not/And/Or on one template, with
+    the parameters' defaults (or `parameters`) and the local environment's names."""
+
+    NAME_PROPS = ("FunctionName", "TableName", "LogGroupName", "QueueName", "Name", "BucketName", "RoleName")
+
+    def __init__(self, template: dict[str, Any], parameters: dict[str, Any] | None = None,
+                 names: dict[str, str] | None = None):
+        self.t = template
+        self.resources = template.get("Resources", {})
+        self.params: dict[str, Any] = {}
+        for k, p in template.get("Parameters", {}).items():
+            v = (parameters or {}).get(k, p.get("Default"))
+            if p.get("Type") == "CommaDelimitedList" and isinstance(v, str):
+                v = [s.strip() for s in v.split(",")]
+            self.params[k] = v
+        self.params.update({"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                            "AWS::StackName": "stackdrop", "AWS::URLSuffix": "amazonaws.com"})
+        self.names = {**LOCAL_NAMES, **(names or {})}
+        self.conditions = {k: self.value(v) for k, v in template.get("Conditions", {}).items()}
+
+    def physical(self, logical: str) -> str:
+        if logical in self.names:
+            return self.names[logical]
+        props = self.resources[logical].get("Properties", {})
+        for p in self.NAME_PROPS:
+            if p in props:
+                v = self.value(props[p])
+                if v is not NO_VALUE and v:
+                    return v
+        return f"stackdrop-{logical}"
+
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.params:
+            return self.params[name]
+        kind = self.resources[name]["Type"]
+        phys = self.physical(name)
+        if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+            return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{phys}"
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{phys}"
+        return phys
+
+    def getatt(self, name: str, attr: str) -> str:
+        kind = self.resources[name]["Type"]
+        phys = self.physical(name)
+        if attr != "Arn":
+            raise ValueError(f"Fn::GetAtt {name}.{attr}: only Arn is resolved")
+        return {
+            "AWS::S3::Bucket": f"arn:aws:s3:::{phys}",
+            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{phys}",
+            "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{phys}:*",
+            "AWS::Serverless::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{phys}",
+            "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{phys}",
+            "AWS::SQS::Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{phys}",
+            "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{phys}",
+        }[kind]
+
+    def sub(self, text: str, local: dict[str, Any]) -> str:
+        def one(m: re.Match) -> str:
+            expr = m.group(1)
+            if expr.startswith("!"):
+                return "${" + expr[1:] + "}"
+            if expr in local:
+                return str(self.value(local[expr]))
+            if "." in expr and not expr.startswith("AWS::"):
+                return self.getatt(*expr.split(".", 1))
+            return str(self.ref(expr))
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def value(self, v: Any) -> Any:
+        if isinstance(v, list):
+            return [x for x in (self.value(i) for i in v) if x is not NO_VALUE]
+        if not isinstance(v, dict):
+            return v
+        if len(v) == 1:
+            (k, a), = v.items()
+            if k == "Ref":
+                return self.ref(a)
+            if k == "Fn::GetAtt":
+                return self.getatt(*(a if isinstance(a, list) else a.split(".", 1)))
+            if k == "Fn::Sub":
+                return self.sub(a, {}) if isinstance(a, str) else self.sub(a[0], a[1])
+            if k == "Fn::If":
+                return self.value(a[1] if self.conditions[a[0]] else a[2])
+            if k == "Fn::Join":
+                return a[0].join(str(x) for x in self.value(a[1]))
+            if k == "Fn::Equals":
+                x, y = self.value(a)
+                return str(x) == str(y)
+            if k == "Fn::Not":
+                return not self.value(a[0])
+            if k == "Fn::And":
+                return all(self.value(a))
+            if k == "Fn::Or":
+                return any(self.value(a))
+            if k == "Condition":
+                return self.conditions[a]
+        return {k: x for k, x in ((k, self.value(x)) for k, x in v.items()) if x is not NO_VALUE}
+
+
+class Template:
+    """The functions, their roles' policies and the instance boundary, resolved."""
+
+    def __init__(self, path: str = TEMPLATE, parameters: dict[str, Any] | None = None,
+                 doc: dict[str, Any] | None = None):
+        self.doc = doc if doc is not None else load_template(path)
+        self.r = Resolver(self.doc, parameters)
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        """Function name -> {"logical", "role", "log_group"}."""
+        out = {}
+        for logical, res in self.r.resources.items():
+            if res["Type"] != "AWS::Serverless::Function":
+                continue
+            props = res["Properties"]
+            role = props["Role"]["Fn::GetAtt"][0]
+            group = (props.get("LoggingConfig") or {}).get("LogGroup")
+            out[self.r.physical(logical)] = {
+                "logical": logical, "role": role,
+                "log_group": self.r.value(group) if group else f"/aws/lambda/{self.r.physical(logical)}",
+            }
+        return out
+
+    def role_policies(self, role: str) -> list[dict[str, Any]]:
+        props = self.r.resources[role]["Properties"]
+        return [{"name": f"{role}/{p['PolicyName']}", "policy": self.r.value(p["PolicyDocument"])}
+                for p in props.get("Policies", [])]
+
+    def role_of_arn(self, arn: str) -> str | None:
+        """The template's role (logical id) whose resolved ARN this is."""
+        return next((k for k, r in self.r.resources.items()
+                     if r["Type"] == "AWS::IAM::Role" and self.r.getatt(k, "Arn") == arn), None)
+
+    def service_calls(self) -> list[tuple[str, dict[str, Any], str]]:
+        """What AWS services do with the template's other roles: each state machine invokes
+        the functions its definition names, each rule starts its targets."""
+        out = []
+        for logical, res in self.r.resources.items():
+            props = res.get("Properties", {})
+            if res["Type"] == "AWS::Serverless::StateMachine":
+                role = props["Role"]["Fn::GetAtt"][0]
+                subs = self.r.value(props.get("DefinitionSubstitutions", {}))
+                path = os.path.join(os.path.dirname(TEMPLATE), props["DefinitionUri"])
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                for name in sorted(set(re.findall(r'"Resource":\s*"\$\{(\w+)\}"', text))):
+                    if name not in subs:
+                        raise ValueError(f"{logical}: {props['DefinitionUri']} names ${{{name}}}, which its "
+                                         "DefinitionSubstitutions lack")
+                    out.append((role, {"action": "lambda:InvokeFunction", "resource": subs[name], "context": {}},
+                                f"{logical} invokes {name}"))
+                if props.get("Logging"):
+                    for action in STATES_LOG_DELIVERY:
+                        out.append((role, {"action": action, "resource": "*", "context": {}},
+                                    f"{logical} delivers its logs"))
+            elif res["Type"] == "AWS::Events::Rule":
+                for target in props.get("Targets", []):
+                    role = target["RoleArn"]["Fn::GetAtt"][0]
+                    out.append((role, {"action": "states:StartExecution", "resource": self.r.value(target["Arn"]),
+                                       "context": {}}, f"{logical} starts its target"))
+        return out
+
+    def boundary(self) -> dict[str, Any]:
+        res = self.r.resources["InstanceBoundary"]["Properties"]["PolicyDocument"]
+        return {"name": "InstanceBoundary", "policy": self.r.value(res)}
+
+
+# --------------------------------------------------------------------------------------------
+# What is simulated
+# --------------------------------------------------------------------------------------------
+
+
+def user_data_vars(text: str) -> dict[str, str]:
+    """The SD_* assignments at the top of stackdrop's user data (single-quoted shell words)."""
+    head = text.split("\nSD_BOOTSTRAP_GZ=", 1)[0]
+    out = {}
+    for word in shlex.split(head, comments=True, posix=True):
+        name, eq, value = word.partition("=")
+        if eq and re.fullmatch(r"SD_[A-Z0-9_]+", name):
+            out[name] = value
+    return out
+
+
+def secret_parameter_arn(reference: str) -> str:
+    """The parameter ARN of a secret's reference (name, /path/name or ARN, with an optional
+    :version or :label selector), as functions/core/src/secrets.rs parameter_arn."""
+    if reference.startswith("arn:"):
+        head, _, rest = reference.partition(":parameter/")
+        return f"{head}:parameter/{rest.split(':', 1)[0]}"
+    return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{reference.split(':', 1)[0].lstrip('/')}"
+
+
+class Check:
+    def __init__(self, records: list[dict[str, Any]], template: Template,
+                 sandbox: Template | None = None):
+        self.records = records
+        self.t = template
+        self.sandbox = sandbox
+        self.jobs: list[dict[str, Any]] = []
+        self.meta: list[dict[str, Any]] = []  # per job: who, what, why
+        self.problems: list[str] = []
+        self.skipped: dict[str, int] = {}
+        self.guest_calls = 0
+
+    def add(self, who: str, role: str, policies: list[dict], boundary: list[dict] | None,
+            auth: dict[str, Any], why: str) -> None:
+        self.jobs.append({
+            "id": len(self.jobs),
+            "identityPolicies": ownerless(policies),
+            "permissionBoundaryPolicies": ownerless(boundary or []),
+            "request": {"principal": f"arn:aws:iam::{ACCOUNT}:role/{role}", "action": auth["action"],
+                        "resource": {"resource": ownerless(auth["resource"]), "accountId": ACCOUNT},
+                        "contextVariables": auth.get("context") or {}},
+        })
+        self.meta.append({"who": who, "role": role, "auth": auth, "why": why})
+
+    def build(self) -> None:
+        functions = self.t.functions()
+        unique: set[str] = set()
+        for rec in self.records:
+            why = self.skip(rec)
+            if why:
+                self.skipped[why] = self.skipped.get(why, 0) + 1
+                continue
+            if rec["function"].startswith(INSTANCE):
+                continue  # an instance's own call (real guests): checked with its role, below
+            if rec.get("unmapped"):
+                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
+                                     f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
+                continue
+            fn = functions.get(rec["function"])
+            if fn is None:
+                self.problems.append(f"{rec['function']}: called {rec['service']} {rec['operation']} but is no "
+                                     "function of the template")
+                continue
+            for auth in rec["auth"]:
+                key = json.dumps([rec["function"], auth], sort_keys=True)
+                if key in unique:
+                    continue
+                unique.add(key)
+                self.add(rec["function"], fn["role"], self.t.role_policies(fn["role"]), None, auth,
+                         f"{rec['service']} {rec['operation']}")
+        for name, fn in functions.items():
+            group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{fn['log_group']}"
+            stream = f"{group}:log-stream:2026/01/01/[$LATEST]0123456789abcdef0123456789abcdef"
+            for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+                self.add(name, fn["role"], self.t.role_policies(fn["role"]), None,
+                         {"action": action, "resource": stream, "context": {}},
+                         "Lambda writes the function's logs")
+        self.instances()
+        self.services()
+
+    def services(self) -> None:
+        """The state machines' and rules' roles, and the role each recorded schedule is given."""
+        try:
+            calls = self.t.service_calls()
+        except ValueError as e:
+            self.problems.append(str(e))
+            calls = []
+        for rec in self.records:
+            f = rec.get("facts") or {}
+            if rec["operation"] in ("CreateSchedule", "UpdateSchedule") and f.get("role"):
+                role = self.t.role_of_arn(f["role"])
+                if role is None:
+                    self.problems.append(f"{rec['function']}: a schedule runs as {f['role']}, no role of the template")
+                    continue
+                calls.append((role, {"action": "states:StartExecution", "resource": f["target"], "context": {}},
+                              "EventBridge Scheduler starts the schedule's target"))
+        seen: set[str] = set()
+        for role, auth, why in calls:
+            key = json.dumps([role, auth], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                self.add(f"service ({why})", role, self.t.role_policies(role), None, auth, why)
+
+    @staticmethod
+    def skip(rec: dict[str, Any]) -> str | None:
+        if rec["function"] in OPERATOR_APPS:
+            return f"{rec['function']} (the operator's own credentials)"
+        buckets = {a["resource"].split(":::", 1)[1].split("/", 1)[0] for a in rec.get("auth", [])
+                   if a["resource"].startswith("arn:aws:s3:::")}
+        if buckets & TEST_ONLY_BUCKETS:
+            return f"a test-only bucket ({', '.join(sorted(buckets & TEST_ONLY_BUCKETS))})"
+        return None
+
+    def instances(self) -> None:
+        """Each launch template's instance, its own calls, under the role provision made."""
+        roles, inline, managed, profiles, launched = {}, {}, {}, {}, {}
+        templates: list[dict[str, Any]] = []
+        for rec in self.records:
+            f, op = rec.get("facts") or {}, rec["operation"]
+            if rec.get("status", 500) >= 300:
+                continue
+            if op == "CreateRole":
+                roles[f["role"]] = f
+            elif op == "PutRolePolicy":
+                inline.setdefault(f["role"], {})[f["policy_name"]] = f["policy"]
+            elif op == "AttachRolePolicy":
+                managed.setdefault(f["role"], {})[f["policy_arn"]] = f["policy"]
+            elif op == "AddRoleToInstanceProfile":
+                profiles[f["profile"]] = f["role"]
+            elif op in ("CreateLaunchTemplate", "CreateLaunchTemplateVersion") and f.get("user_data"):
+                templates.append(f)
+            elif op == "RunInstances":
+                launched.setdefault(f["launch_template_id"], []).extend(f["instances"])
+        boundary_arn = self.t.r.ref("InstanceBoundary")
+        seen: set[str] = set()
+        of_instance: dict[str, tuple[str, list[dict], dict[str, Any], set[str]]] = {}
+
+        def check(iid: str, lt: dict[str, Any], role: str, policies: list[dict], auth: dict[str, Any], why: str):
+            key = json.dumps([role, auth], sort_keys=True)
+            if key in seen:
+                return
+            seen.add(key)
+            self.add(f"instance {iid} ({lt['instance_tags'].get('stackdrop:app')}/"
+                     f"{lt['instance_tags'].get('stackdrop:instance')})", role, policies,
+                     [self.t.boundary()], auth, why)
+            if self.sandbox is not None:
+                self.add(f"instance {iid}, sandboxed", role, policies, [self.sandbox.boundary()], auth,
+                         why + " (boundary sandboxed)")
+
+        for lt in templates:
+            role = profiles.get(lt["profile"], lt["profile"])
+            if role not in inline:
+                self.problems.append(f"instance of {lt['launch_template_id']}: no policy recorded for its role {role}")
+                continue
+            created = roles.get(role)
+            if created and created.get("boundary") != boundary_arn:
+                self.problems.append(f"instance role {role} was created with boundary {created.get('boundary')}, "
+                                     f"not the template's InstanceBoundary ({boundary_arn})")
+            policies = [{"name": f"{role}/{n}", "policy": p} for n, p in sorted(inline[role].items())]
+            policies += [{"name": arn, "policy": p} for arn, p in sorted(managed.get(role, {}).items()) if p]
+            v = user_data_vars(lt["user_data"])
+            for iid in launched.get(lt["launch_template_id"]) or ["i-0123456789abcdef0"]:
+                expected = self.expected(iid, lt, v)
+                for auth, why in expected:
+                    check(iid, lt, role, policies, auth, why)
+                of_instance[iid] = (role, policies, lt, {a["action"] for a, _ in expected})
+        # What real guests did (with --guests): each call against the same role, and each must be
+        # one of the expected ones, or the expected list above misses it.
+        for rec in self.records:
+            if not rec["function"].startswith(INSTANCE):
+                continue
+            iid = rec["function"][len(INSTANCE):]
+            if iid not in of_instance:
+                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} from an instance "
+                                     "no recorded launch template describes")
+                continue
+            if rec.get("unmapped"):
+                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
+                                     f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
+                continue
+            role, policies, lt, actions = of_instance[iid]
+            for auth in rec["auth"]:
+                if auth["action"] not in actions:
+                    self.problems.append(f"{rec['function']} called {auth['action']} ({rec['operation']}), which "
+                                         "its expected calls lack: add it to iam_check.Check.expected")
+                check(iid, lt, role, policies, auth, f"{rec['service']} {rec['operation']} (recorded on the guest)")
+        self.guest_calls = sum(r["function"].startswith(INSTANCE) for r in self.records)
+
+    @staticmethod
+    def expected(iid: str, lt: dict[str, Any], v: dict[str, str]) -> list[tuple[dict[str, Any], str]]:
+        out = []
+        obj = f"arn:aws:s3:::{v['SD_BUCKET']}/{v['SD_KEY']}"
+        if v.get("SD_VERSION"):
+            out.append(({"action": "s3:GetObjectVersion", "resource": obj,
+                         "context": {"s3:VersionId": v["SD_VERSION"]}}, "download its bundle version"))
+        else:
+            out.append(({"action": "s3:GetObject", "resource": obj, "context": {}}, "download its bundle"))
+        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{v['SD_LOG_GROUP']}"
+        for stream in ("bootstrap", "app"):
+            for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+                out.append(({"action": action, "resource": f"{group}:log-stream:{iid}/{stream}", "context": {}},
+                            f"write its {stream} log stream"))
+        tags = lt["instance_tags"]
+        out.append(({"action": "ec2:CreateTags", "resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}",
+                     "context": {**{f"aws:ResourceTag/{k}": x for k, x in tags.items()},
+                                 **{f"ec2:ResourceTag/{k}": x for k, x in tags.items()},
+                                 "aws:RequestTag/stackdrop:bootstrap": "ok", "aws:TagKeys": ["stackdrop:bootstrap"]}},
+                    "tag itself with its bootstrap's report"))
+        for line in (v.get("SD_SECRETS") or "").splitlines():
+            if "=" not in line:
+                continue
+            arn = secret_parameter_arn(line.split("=", 1)[1])
+            out.append(({"action": "ssm:GetParameters", "resource": arn, "context": {}}, "read its secret"))
+            # Not simulated: kms:Decrypt through SSM under a customer managed key. Its policy tests
+            # kms:EncryptionContext:PARAMETER_ARN, and the engine (0.1.173) takes a context key
+            # with a variable part only after a "/" (aws:RequestTag/K), so it ignores this one.
+        return out
+
+
+# AWS's public SSM parameters (/aws/service/...) have no account in their ARN
+# (arn:aws:ssm:REGION::parameter/...), which the engine refuses as a parameter ARN: both the
+# requests and the policies name that owner as this placeholder account instead.
+OWNERLESS_SSM = re.compile(r"^(arn:[^:]*:ssm:[^:]*):(:parameter/)")
+AWS_OWNER = "000000000000"
+
+
+def ownerless(v: Any) -> Any:
+    if isinstance(v, str):
+        return OWNERLESS_SSM.sub(rf"\1:{AWS_OWNER}\2", v)
+    if isinstance(v, list):
+        return [ownerless(x) for x in v]
+    if isinstance(v, dict):
+        return {k: ownerless(x) for k, x in v.items()}
+    return v
+
+
+def simulate(jobs: list[dict[str, Any]], npm_prefix: str) -> list[dict[str, Any]]:
+    p = subprocess.run(["node", os.path.join(HERE, "iam_simulate.mjs"), npm_prefix],
+                       input=json.dumps(jobs), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"iam_simulate.mjs exited {p.returncode}: {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def generalize(arn: str) -> str:
+    """A resource for a suggested statement: the concrete ARN with its last id replaced by *."""
+    m = re.match(r"^(arn:[^:]*:[^:]*:[^:]*:[^:]*:)(.*)$", arn)
+    if not m:
+        return arn
+    head, rest = m.groups()
+    if "/" in rest:
+        return head + rest.rsplit("/", 1)[0] + "/*"
+    return arn
+
+
+def evaluate(check: Check, results: list[dict[str, Any]]) -> dict[str, Any]:
+    denied, used = [], {}
+    for meta, res in zip(check.meta, results):
+        a = meta["auth"]
+        if res["result"] == "Allowed" and not res.get("ignored"):
+            for policy, sid in res["allowedBy"]:
+                used.setdefault((meta["role"], policy, sid), set()).add(a["action"])
+            continue
+        entry = {"who": meta["who"], "role": meta["role"], "why": meta["why"], "action": a["action"],
+                 "resource": a["resource"], "context": a.get("context") or {}, "result": res["result"]}
+        if res.get("ignored"):
+            entry["result"] = f"{res['result']}, but the engine ignored context keys {res['ignored']} (not "\
+                              "applicable to the action: fix the recorder)"
+        if res["result"] == "Error":
+            entry["errors"] = res.get("errors")
+        if res.get("deniedBy"):
+            entry["denied_by"] = res["deniedBy"]
+        if res.get("boundaryDeniedBy") or res.get("boundaryResult") not in (None, "Allowed"):
+            entry["boundary"] = {"result": res.get("boundaryResult"), "denied_by": res.get("boundaryDeniedBy")}
+        if res.get("nearMisses"):
+            entry["near_misses"] = res["nearMisses"]
+        if res["result"] == "ImplicitlyDenied" and res.get("boundaryResult") in (None, "Allowed"):
+            entry["add"] = {"Effect": "Allow", "Action": a["action"], "Resource": generalize(a["resource"])}
+        denied.append(entry)
+    unused: dict[str, list[str]] = {}
+    for fn in sorted({m["role"] for m in check.meta if not m["who"].startswith("instance")}):
+        for pol in check.t.role_policies(fn):
+            for st in pol["policy"]["Statement"]:
+                if st.get("Effect") != "Allow":
+                    continue
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                got = used.get((fn, pol["name"], st.get("Sid")), set())
+                for action in actions:
+                    if action not in got:
+                        unused.setdefault(fn, []).append(f"{action} ({st.get('Sid')})")
+    return {"denied": denied, "problems": check.problems, "unused": unused, "skipped": check.skipped}
+
+
+def report(out: dict[str, Any], n_records: int, n_jobs: int, seconds: float) -> str:
+    guests = out.get("figures", {}).get("guest_calls", 0)
+    lines = [f"iam-check: {n_records} recorded calls ({guests} of them by real guests), {n_jobs} distinct "
+             f"authorizations simulated in {seconds:.2f}s"]
+    for why, n in sorted(out.get("skipped", {}).items()):
+        lines.append(f"not checked: {n} calls of {why}")
+    counts: dict[str, int] = {}
+    for p in out["problems"]:
+        counts[p] = counts.get(p, 0) + 1
+    for p, n in counts.items():
+        lines.append(f"FAIL {p}" + (f" ({n} times)" if n > 1 else ""))
+    alike: dict[tuple, list[dict[str, Any]]] = {}  # one denial shown per kind, with its count
+    for d in out["denied"]:
+        kind = "instance" if d["who"].startswith("instance") else d["who"]
+        role = "instance role" if kind == "instance" else d["role"]
+        alike.setdefault((kind, role, d["action"], generalize(d["resource"]), d["why"], d["result"]), []).append(d)
+    for group in alike.values():
+        d = group[0]
+        more = f" (and {len(group) - 1} more like it)" if len(group) > 1 else ""
+        lines.append(f"DENIED {d['who']} (role {d['role']}): {d['action']} on {d['resource']} [{d['why']}]: "
+                     f"{d['result']}{more}")
+        if d["context"]:
+            lines.append(f"    context: {json.dumps(d['context'], sort_keys=True)}")
+        for k in ("errors", "denied_by", "boundary", "near_misses"):
+            if k in d:
+                lines.append(f"    {k.replace('_', ' ')}: {json.dumps(d[k])}")
+        if "add" in d:
+            lines.append(f"    statement to add to {d['role']}: {json.dumps(d['add'])}")
+    lines.append("least privilege: actions allowed that no call used")
+    for role, actions in sorted(out["unused"].items()):
+        lines.append(f"    {role}: {', '.join(actions)}")
+    if not out["unused"]:
+        lines.append("    none")
+    lines.append("iam-check: " + ("FAILED" if out["denied"] or out["problems"] else "every call allowed"))
+    return "\n".join(lines)
+
+
+def run(records: list[dict[str, Any]], template_path: str = TEMPLATE, npm_prefix: str | None = None,
+        doc: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    npm_prefix = npm_prefix or os.environ.get("NPM_PREFIX") or os.path.join(ROOT, ".tools", "npm")
+    doc = doc if doc is not None else load_template(template_path)
+    sandbox_doc = copy.deepcopy(doc)
+    check = Check(records, Template(doc=doc),
+                  Template(doc=sandbox_doc, parameters={"InstanceBoundaryAllowedActions": SANDBOX_ALLOWED}))
+    check.build()
+    t0 = time.monotonic()
+    results = simulate(check.jobs, npm_prefix) if check.jobs else []
+    seconds = time.monotonic() - t0
+    out = evaluate(check, results)
+    out["figures"] = {"records": len(records), "guest_calls": check.guest_calls, "simulations": len(check.jobs),
+                      "seconds": round(seconds, 3)}
+    return out, report(out, len(records), len(check.jobs), seconds)
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("calls", help="the JSONL iam_record.py wrote")
+    p.add_argument("--template", default=TEMPLATE)
+    p.add_argument("--npm-prefix", default=None, help="where @cloud-copilot/iam-simulate is installed (.tools/npm)")
+    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--expect-guest-calls", action="store_true",
+                   help="fail unless real guests' own calls were recorded (the run had guests)")
+    a = p.parse_args(argv)
+    records = read_records(a.calls)
+    if not records:
+        print(f"iam-check: {a.calls} holds no calls: was the e2e run recorded (STACKDROP_RECORD_CALLS)?")
+        return 1
+    out, text = run(records, a.template, a.npm_prefix)
+    if a.expect_guest_calls and not out["figures"]["guest_calls"]:
+        out["problems"].append("no call of a real guest was recorded, though the run had guests")
+        text += "\nFAIL no call of a real guest was recorded, though the run had guests"
+    print(text)
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1, sort_keys=True)
+    return 1 if out["denied"] or out["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
