@@ -54,6 +54,7 @@ LOCAL_NAMES = {
 # What InstanceBoundaryAllowedActions lists to sandbox instances (its description in the
 # template, plus kms:Decrypt for secrets under a customer managed key).
 SANDBOX_ALLOWED = ["s3:GetObject", "s3:GetObjectVersion", "logs:CreateLogStream", "logs:PutLogEvents",
+                   "logs:GetLogEvents",
                    "ec2:CreateTags", "ssm:*", "ssmmessages:*", "ec2messages:*", "kms:Decrypt"]
 # How the recorder names an instance's own call (real guests): INSTANCE + its id.
 INSTANCE = "instance:"
@@ -482,6 +483,9 @@ class Check:
             for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
                 out.append(({"action": action, "resource": f"{group}:log-stream:{iid}/{stream}", "context": {}},
                             f"write its {stream} log stream"))
+        # The shipper, restarted after a send it saw no answer to, asks whether the batch arrived.
+        out.append(({"action": "logs:GetLogEvents", "resource": f"{group}:log-stream:{iid}/app", "context": {}},
+                    "read back its app log stream"))
         tags = lt["instance_tags"]
         out.append(({"action": "ec2:CreateTags", "resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}",
                      "context": {**{f"aws:ResourceTag/{k}": x for k, x in tags.items()},
