@@ -53,8 +53,8 @@ LOCAL_NAMES = {
 }
 # What InstanceBoundaryAllowedActions lists to sandbox instances (its description in the
 # template, plus kms:Decrypt for secrets under a customer managed key).
-SANDBOX_ALLOWED = ["s3:GetObject", "s3:GetObjectVersion", "logs:CreateLogStream", "logs:PutLogEvents",
-                   "logs:GetLogEvents",
+SANDBOX_ALLOWED = ["s3:GetObject", "s3:GetObjectVersion", "logs:CreateLogStream", "logs:GetLogEvents",
+                   "logs:PutLogEvents",
                    "ec2:CreateTags", "ssm:*", "ssmmessages:*", "ec2messages:*", "kms:Decrypt"]
 # How the recorder names an instance's own call (real guests): INSTANCE + its id.
 INSTANCE = "instance:"
