@@ -120,7 +120,7 @@ def test_tag_keys_beyond_the_condition_are_denied_and_the_failing_condition_name
 @needs_engine
 def test_an_instance_call_the_boundary_does_not_allow_is_denied_by_the_boundary():
     doc = template()
-    doc["Parameters"]["InstanceBoundaryAllowedActions"]["Default"] = "s3:GetObjectVersion,logs:CreateLogStream,ec2:CreateTags"
+    doc["Parameters"]["InstanceBoundaryAllowedActions"]["Default"] = "s3:GetObjectVersion,logs:CreateLogStream,logs:GetLogEvents,ec2:CreateTags"
     out, text = run(doc=doc)
     denied = {(d["who"].split(" ")[0], d["action"], d["result"]) for d in out["denied"]}
     assert denied == {("instance", "logs:PutLogEvents", "ImplicitlyDenied")}, text
