@@ -134,6 +134,9 @@ class GuestManager:
         self.log = log
         self._client = client or self._moto_client
         self._records: dict[str, Record] = {}
+        # Who had each address last: a guest that is shutting down (its shipper sending its last
+        # lines) may call after its instance's record is gone.
+        self._last_at: dict[str, str] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._slot_lock: network.SlotLock | None = None
@@ -447,6 +450,8 @@ class GuestManager:
             role_name=role and role["role_name"],
             tags=lambda: self._tags(iid),
             credentials=_Credentials(self._client, role["role_arn"], iid) if role else None)
+        with self._lock:
+            self._last_at[address] = iid
         spec = nspawn.GuestSpec(instance_id=iid, address=address, prefix=16, mac=meta.mac,
                                 bridge=self.slot.bridge, endpoint_url=self.endpoint_url,
                                 region=self.region, hostname=dns.split(".")[0])
@@ -511,7 +516,8 @@ class GuestManager:
         """The instance whose guest has this address (who made a call on the guests' listener)."""
         with self._lock:
             return next((r.instance_id for r in self._records.values()
-                         if r.guest is not None and r.guest.spec.address == address), None)
+                         if r.guest is not None and r.guest.spec.address == address),
+                        self._last_at.get(address))
 
     def describe(self, memory: bool = False) -> dict[str, dict[str, Any]]:
         """Every guest, for tools and tests in another process (`GET /_stackdrop/guests`): its
