@@ -65,10 +65,11 @@ async fn groups(
         .send();
     while let Some(group) = pages.next().await {
         let group = group.map_err(|e| {
-            Fatal(format!(
-                "reading the log groups {prefix}*: {}",
-                stackdrop_adapters::Failure::aws("DescribeLogGroups", e).message
-            ))
+            Fatal::aws(
+                &format!("reading the log groups {prefix}*"),
+                "DescribeLogGroups",
+                e,
+            )
         })?;
         if let Some(name) = group.log_group_name() {
             found.push((name[prefix.len()..].to_string(), name.to_string()));
@@ -110,12 +111,8 @@ async fn events(
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                Fatal(format!(
-                    "reading {group}: {}",
-                    stackdrop_adapters::Failure::aws("FilterLogEvents", e).message
-                ))
-            })?;
+            let page =
+                page.map_err(|e| Fatal::aws(&format!("reading {group}"), "FilterLogEvents", e))?;
             for e in page.events() {
                 lines.push(Line {
                     timestamp: e.timestamp().unwrap_or_default(),

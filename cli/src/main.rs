@@ -114,6 +114,21 @@ enum SchemaFile {
 /// A failure of the command itself (exit 2), as opposed to problems in the bundle (exit 1).
 struct Fatal(String);
 
+impl Fatal {
+    /// An AWS call `op` failed while `doing` (`"reading {table}"`): the operation, code and
+    /// message, as the Lambdas report them.
+    fn aws<E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::fmt::Debug>(
+        doing: &str,
+        op: &str,
+        err: E,
+    ) -> Fatal {
+        Fatal(format!(
+            "{doing}: {}",
+            stackdrop_adapters::Failure::aws(op, err).message
+        ))
+    }
+}
+
 enum Outcome {
     Ok,
     Invalid(Vec<Problem>),

@@ -96,13 +96,7 @@ async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| {
-                Fatal(format!(
-                    "reading {}: {}",
-                    store.table,
-                    stackdrop_adapters::Failure::aws("Scan", e).message
-                ))
-            })?;
+            .map_err(|e| Fatal::aws(&format!("reading {}", store.table), "Scan", e))?;
         for item in out.items() {
             if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
                 ids.push(pk.trim_start_matches("stack#").to_string());

@@ -57,15 +57,25 @@ def wait_for(what: str, fn, timeout: float = 60):
     return guest_wait_for(fn, timeout, what, interval=0.5)
 
 
+def log_events(sd, group: str, stream: str) -> list[dict]:
+    """Every event of the stream, oldest first (all pages)."""
+    logs, events, token = sd.client("logs"), [], None
+    while True:
+        kw = {"nextToken": token} if token else {}
+        try:
+            page = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True, **kw)
+        except logs.exceptions.ResourceNotFoundException:
+            return []
+        events += page["events"]
+        if page["nextForwardToken"] == token or not page["events"]:
+            return events
+        token = page["nextForwardToken"]
+
+
 def app_lines(sd, group: str, iid: str) -> list[str]:
-    logs = sd.client("logs")
-    try:
-        events = logs.get_log_events(logGroupName=group, logStreamName=f"{iid}/app",
-                                     startFromHead=True)["events"]
-    except logs.exceptions.ResourceNotFoundException:
-        return []
     # The app's own lines (systemd's about its unit are there too, as `systemd: ...`).
-    return [e["message"] for e in events if not e["message"].startswith("systemd: ")]
+    return [e["message"] for e in log_events(sd, group, f"{iid}/app")
+            if not e["message"].startswith("systemd: ")]
 
 
 def booted_with(sd, iid: str, units: list[str], not_pid1: int | None = None):
@@ -311,21 +321,6 @@ while True:
     print("n=%d t=%.3f" % (n, time.time()), flush=True)
     time.sleep(0.25)
 """
-
-
-def log_events(sd, group: str, stream: str) -> list[dict]:
-    """Every event of the stream, oldest first (all pages)."""
-    logs, events, token = sd.client("logs"), [], None
-    while True:
-        kw = {"nextToken": token} if token else {}
-        try:
-            page = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True, **kw)
-        except logs.exceptions.ResourceNotFoundException:
-            return []
-        events += page["events"]
-        if page["nextForwardToken"] == token or not page["events"]:
-            return events
-        token = page["nextForwardToken"]
 
 
 def counted(messages: list[str]) -> list[int]:

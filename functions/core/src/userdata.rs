@@ -116,7 +116,7 @@ pub fn render_env_file(vars: &[(String, String)]) -> String {
     out
 }
 
-/// The service's unit, `@NAME@`s filled in by the bootstrap ([`fill_unit`] says how). Its `run`
+/// The service's unit, each `@NAME@` filled in by the bootstrap (`sd_fill_unit`). Its `run`
 /// script, written by the bootstrap (which knows the user's home), sources the environment,
 /// enters the absolute code folder (or fails) and execs the command.
 pub const APP_UNIT: &str = include_str!("../scripts/app.service");
@@ -124,22 +124,6 @@ pub const APP_UNIT: &str = include_str!("../scripts/app.service");
 /// (`ship.py`). `KillMode=mixed`: a stop (restart, reboot) signals the shipper alone, which
 /// finishes the send under way.
 pub const LOGS_UNIT: &str = include_str!("../scripts/logs.service");
-
-/// A unit as the bootstrap writes it: each `@NAME@` replaced by the instance's value. Names are
-/// `[a-z0-9-]`, the user a validated login name and the group `/stackdrop/instance/...`: nothing
-/// to quote in a unit file.
-pub fn fill_unit(template: &str, input: &UserDataInput) -> String {
-    [
-        ("@APP@", input.app),
-        ("@STACK@", input.stack),
-        ("@INSTANCE@", input.instance),
-        ("@USER@", input.user),
-        ("@REGION@", input.region),
-        ("@LOG_GROUP@", input.log_group),
-    ]
-    .iter()
-    .fold(template.to_string(), |t, (k, v)| t.replace(k, v))
-}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -196,6 +180,11 @@ fn payload_gzip_b64() -> &'static str {
     PAYLOAD.get_or_init(|| gzip_b64(payload().as_bytes()))
 }
 
+fn secrets_py_gzip_b64() -> &'static str {
+    static SECRETS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(|| gzip_b64(embedded(SECRETS_PY).as_bytes()))
+}
+
 /// The end of the user data: unpack the payload (above, in `SD_BOOTSTRAP_GZ`) and run it.
 const LOADER: &str = r#"set -euo pipefail
 sd_gunzip() {
@@ -244,7 +233,7 @@ pub fn render(input: &UserDataInput) -> String {
             if input.secrets.is_empty() {
                 String::new()
             } else {
-                gzip_b64(embedded(SECRETS_PY).as_bytes())
+                secrets_py_gzip_b64().to_string()
             },
         ),
     ];
@@ -275,6 +264,23 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output};
+
+    /// A unit as the bootstrap's `sd_fill_unit` must write it (the tests' oracle): each `@NAME@`
+    /// replaced by the instance's value. Names are
+    /// `[a-z0-9-]`, the user a validated login name and the group `/stackdrop/instance/...`: nothing
+    /// to quote in a unit file.
+    fn fill_unit(template: &str, input: &UserDataInput) -> String {
+        [
+            ("@APP@", input.app),
+            ("@STACK@", input.stack),
+            ("@INSTANCE@", input.instance),
+            ("@USER@", input.user),
+            ("@REGION@", input.region),
+            ("@LOG_GROUP@", input.log_group),
+        ]
+        .iter()
+        .fold(template.to_string(), |t, (k, v)| t.replace(k, v))
+    }
 
     pub(crate) fn sample<'a>(
         env: &'a [(String, String)],
