@@ -27,7 +27,6 @@ no call used.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -39,17 +38,21 @@ from typing import Any
 
 import yaml
 
+import dev  # the local environment's names
+import iam_record
+import stackdrop_local
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-# The local environment's physical names for what the template names (infra/local/dev.py,
-# stackdrop_local.py): the rest follows from the template's own name properties.
+ACCOUNT = dev.ACCOUNT
+REGION = dev.REGION
+# The local environment's physical names for what the template names: the rest follows from
+# the template's own name properties.
 LOCAL_NAMES = {
-    "BundleBucket": "stackdrop-bundles",
-    "InstanceBoundary": f"arn:aws:iam::{ACCOUNT}:policy/stackdrop-instance-boundary",
-    "SchedulerRole": "stackdrop-scheduler",
+    "BundleBucket": stackdrop_local.Config.bucket,
+    "InstanceBoundary": f"arn:aws:iam::{ACCOUNT}:policy/{dev.BOUNDARY_NAME}",
+    "SchedulerRole": dev.SCHEDULER_ROLE,
 }
 # What InstanceBoundaryAllowedActions lists to sandbox instances (its description in the
 # template, plus kms:Decrypt for secrets under a customer managed key).
@@ -216,6 +219,8 @@ class Template:
                  doc: dict[str, Any] | None = None):
         self.doc = doc if doc is not None else load_template(path)
         self.r = Resolver(self.doc, parameters)
+        self._policies: dict[str, list[dict[str, Any]]] = {}
+        self._boundary: dict[str, Any] | None = None
 
     def functions(self) -> dict[str, dict[str, Any]]:
         """Function name -> {"logical", "role", "log_group"}."""
@@ -233,9 +238,12 @@ class Template:
         return out
 
     def role_policies(self, role: str) -> list[dict[str, Any]]:
-        props = self.r.resources[role]["Properties"]
-        return [{"name": f"{role}/{p['PolicyName']}", "policy": self.r.value(p["PolicyDocument"])}
-                for p in props.get("Policies", [])]
+        """Resolved once per role (every call of its function is checked against them)."""
+        if role not in self._policies:
+            props = self.r.resources[role]["Properties"]
+            self._policies[role] = [{"name": f"{role}/{p['PolicyName']}", "policy": self.r.value(p["PolicyDocument"])}
+                                    for p in props.get("Policies", [])]
+        return self._policies[role]
 
     def role_of_arn(self, arn: str) -> str | None:
         """The template's role (logical id) whose resolved ARN this is."""
@@ -272,8 +280,10 @@ class Template:
         return out
 
     def boundary(self) -> dict[str, Any]:
-        res = self.r.resources["InstanceBoundary"]["Properties"]["PolicyDocument"]
-        return {"name": "InstanceBoundary", "policy": self.r.value(res)}
+        if self._boundary is None:
+            res = self.r.resources["InstanceBoundary"]["Properties"]["PolicyDocument"]
+            self._boundary = {"name": "InstanceBoundary", "policy": self.r.value(res)}
+        return self._boundary
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,10 +305,13 @@ def user_data_vars(text: str) -> dict[str, str]:
 def secret_parameter_arn(reference: str) -> str:
     """The parameter ARN of a secret's reference (name, /path/name or ARN, with an optional
     :version or :label selector), as functions/core/src/secrets.rs parameter_arn."""
-    if reference.startswith("arn:"):
-        head, _, rest = reference.partition(":parameter/")
-        return f"{head}:parameter/{rest.split(':', 1)[0]}"
-    return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{reference.split(':', 1)[0].lstrip('/')}"
+    name = iam_record.secret_name(reference)
+    return name if name.startswith("arn:") else f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{name.lstrip('/')}"
+
+
+def unmapped(rec: dict[str, Any]) -> str:
+    return (f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to IAM actions "
+            f"({rec.get('detail')}): add it to infra/local/iam_record.py")
 
 
 class Check:
@@ -312,6 +325,7 @@ class Check:
         self.problems: list[str] = []
         self.skipped: dict[str, int] = {}
         self.guest_calls = 0
+        self._instance_seen: set[str] = set()  # (role, auth) of the instance calls added
 
     def add(self, who: str, role: str, policies: list[dict], boundary: list[dict] | None,
             auth: dict[str, Any], why: str) -> None:
@@ -336,8 +350,7 @@ class Check:
             if rec["function"].startswith(INSTANCE):
                 continue  # an instance's own call (real guests): checked with its role, below
             if rec.get("unmapped"):
-                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
-                                     f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
+                self.problems.append(unmapped(rec))
                 continue
             fn = functions.get(rec["function"])
             if fn is None:
@@ -394,61 +407,70 @@ class Check:
             return f"a test-only bucket ({', '.join(sorted(buckets & TEST_ONLY_BUCKETS))})"
         return None
 
-    def instances(self) -> None:
-        """Each launch template's instance, its own calls, under the role provision made."""
-        roles, inline, managed, profiles, launched = {}, {}, {}, {}, {}
-        templates: list[dict[str, Any]] = []
+    def provisioned(self) -> dict[str, Any]:
+        """What provision's successful calls made for instances: roles (as created), their inline
+        and managed policies, profiles' roles, launch templates with user data, the instances
+        launched from each template."""
+        made: dict[str, Any] = {"roles": {}, "inline": {}, "managed": {}, "profiles": {}, "launched": {},
+                                "templates": []}
         for rec in self.records:
             f, op = rec.get("facts") or {}, rec["operation"]
             if rec.get("status", 500) >= 300:
                 continue
             if op == "CreateRole":
-                roles[f["role"]] = f
+                made["roles"][f["role"]] = f
             elif op == "PutRolePolicy":
-                inline.setdefault(f["role"], {})[f["policy_name"]] = f["policy"]
+                made["inline"].setdefault(f["role"], {})[f["policy_name"]] = f["policy"]
             elif op == "AttachRolePolicy":
-                managed.setdefault(f["role"], {})[f["policy_arn"]] = f["policy"]
+                made["managed"].setdefault(f["role"], {})[f["policy_arn"]] = f["policy"]
             elif op == "AddRoleToInstanceProfile":
-                profiles[f["profile"]] = f["role"]
+                made["profiles"][f["profile"]] = f["role"]
             elif op in ("CreateLaunchTemplate", "CreateLaunchTemplateVersion") and f.get("user_data"):
-                templates.append(f)
+                made["templates"].append(f)
             elif op == "RunInstances":
-                launched.setdefault(f["launch_template_id"], []).extend(f["instances"])
+                made["launched"].setdefault(f["launch_template_id"], []).extend(f["instances"])
+        return made
+
+    def instances(self) -> None:
+        """Each launch template's instance, its own calls, under the role provision made."""
+        made = self.provisioned()
         boundary_arn = self.t.r.ref("InstanceBoundary")
-        seen: set[str] = set()
         of_instance: dict[str, tuple[str, list[dict], dict[str, Any], set[str]]] = {}
-
-        def check(iid: str, lt: dict[str, Any], role: str, policies: list[dict], auth: dict[str, Any], why: str):
-            key = json.dumps([role, auth], sort_keys=True)
-            if key in seen:
-                return
-            seen.add(key)
-            self.add(f"instance {iid} ({lt['instance_tags'].get('stackdrop:app')}/"
-                     f"{lt['instance_tags'].get('stackdrop:instance')})", role, policies,
-                     [self.t.boundary()], auth, why)
-            if self.sandbox is not None:
-                self.add(f"instance {iid}, sandboxed", role, policies, [self.sandbox.boundary()], auth,
-                         why + " (boundary sandboxed)")
-
-        for lt in templates:
-            role = profiles.get(lt["profile"], lt["profile"])
-            if role not in inline:
+        for lt in made["templates"]:
+            role = made["profiles"].get(lt["profile"], lt["profile"])
+            if role not in made["inline"]:
                 self.problems.append(f"instance of {lt['launch_template_id']}: no policy recorded for its role {role}")
                 continue
-            created = roles.get(role)
+            created = made["roles"].get(role)
             if created and created.get("boundary") != boundary_arn:
                 self.problems.append(f"instance role {role} was created with boundary {created.get('boundary')}, "
                                      f"not the template's InstanceBoundary ({boundary_arn})")
-            policies = [{"name": f"{role}/{n}", "policy": p} for n, p in sorted(inline[role].items())]
-            policies += [{"name": arn, "policy": p} for arn, p in sorted(managed.get(role, {}).items()) if p]
+            policies = [{"name": f"{role}/{n}", "policy": p} for n, p in sorted(made["inline"][role].items())]
+            policies += [{"name": arn, "policy": p} for arn, p in sorted(made["managed"].get(role, {}).items()) if p]
             v = user_data_vars(lt["user_data"])
-            for iid in launched.get(lt["launch_template_id"]) or ["i-0123456789abcdef0"]:
+            for iid in made["launched"].get(lt["launch_template_id"]) or ["i-0123456789abcdef0"]:
                 expected = self.expected(iid, lt, v)
                 for auth, why in expected:
-                    check(iid, lt, role, policies, auth, why)
+                    self.add_instance(iid, lt, role, policies, auth, why)
                 of_instance[iid] = (role, policies, lt, {a["action"] for a, _ in expected})
-        # What real guests did (with --guests): each call against the same role, and each must be
-        # one of the expected ones, or the expected list above misses it.
+        self.guests(of_instance)
+
+    def add_instance(self, iid: str, lt: dict[str, Any], role: str, policies: list[dict],
+                     auth: dict[str, Any], why: str) -> None:
+        """One instance call, once per role, under the boundary as deployed and sandboxed."""
+        key = json.dumps([role, auth], sort_keys=True)
+        if key in self._instance_seen:
+            return
+        self._instance_seen.add(key)
+        self.add(f"instance {iid} ({lt['instance_tags'].get('stackdrop:app')}/"
+                 f"{lt['instance_tags'].get('stackdrop:instance')})", role, policies, [self.t.boundary()], auth, why)
+        if self.sandbox is not None:
+            self.add(f"instance {iid}, sandboxed", role, policies, [self.sandbox.boundary()], auth,
+                     why + " (boundary sandboxed)")
+
+    def guests(self, of_instance: dict[str, tuple[str, list[dict], dict[str, Any], set[str]]]) -> None:
+        """What real guests did (with --guests): each call against its instance's role, and each
+        must be one of the expected ones, or the expected list misses it."""
         for rec in self.records:
             if not rec["function"].startswith(INSTANCE):
                 continue
@@ -458,15 +480,14 @@ class Check:
                                      "no recorded launch template describes")
                 continue
             if rec.get("unmapped"):
-                self.problems.append(f"{rec['function']}: {rec['service']} {rec['operation']} is not mapped to "
-                                     f"IAM actions ({rec.get('detail')}): add it to infra/local/iam_record.py")
+                self.problems.append(unmapped(rec))
                 continue
             role, policies, lt, actions = of_instance[iid]
             for auth in rec["auth"]:
                 if auth["action"] not in actions:
                     self.problems.append(f"{rec['function']} called {auth['action']} ({rec['operation']}), which "
                                          "its expected calls lack: add it to iam_check.Check.expected")
-                check(iid, lt, role, policies, auth, f"{rec['service']} {rec['operation']} (recorded on the guest)")
+                self.add_instance(iid, lt, role, policies, auth, f"{rec['service']} {rec['operation']} (recorded on the guest)")
         self.guest_calls = sum(r["function"].startswith(INSTANCE) for r in self.records)
 
     @staticmethod
@@ -488,9 +509,8 @@ class Check:
                     "read back its app log stream"))
         tags = lt["instance_tags"]
         out.append(({"action": "ec2:CreateTags", "resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}",
-                     "context": {**{f"aws:ResourceTag/{k}": x for k, x in tags.items()},
-                                 **{f"ec2:ResourceTag/{k}": x for k, x in tags.items()},
-                                 "aws:RequestTag/stackdrop:bootstrap": "ok", "aws:TagKeys": ["stackdrop:bootstrap"]}},
+                     "context": {**iam_record.resource_tag_context(tags, ec2=True),
+                                 **iam_record.tag_context({"stackdrop:bootstrap": "ok"})}},
                     "tag itself with its bootstrap's report"))
         for line in (v.get("SD_SECRETS") or "").splitlines():
             if "=" not in line:
@@ -618,9 +638,8 @@ def run(records: list[dict[str, Any]], template_path: str = TEMPLATE, npm_prefix
         doc: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     npm_prefix = npm_prefix or os.environ.get("NPM_PREFIX") or os.path.join(ROOT, ".tools", "npm")
     doc = doc if doc is not None else load_template(template_path)
-    sandbox_doc = copy.deepcopy(doc)
     check = Check(records, Template(doc=doc),
-                  Template(doc=sandbox_doc, parameters={"InstanceBoundaryAllowedActions": SANDBOX_ALLOWED}))
+                  Template(doc=doc, parameters={"InstanceBoundaryAllowedActions": SANDBOX_ALLOWED}))
     check.build()
     t0 = time.monotonic()
     results = simulate(check.jobs, npm_prefix) if check.jobs else []

@@ -77,40 +77,56 @@ def resource_tag_context(tags: dict[str, str], ec2: bool = False) -> dict[str, A
     return ctx
 
 
+def created(action: str, arn: str, tags: dict[str, str], tag_action: str,
+            context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A create that tags what it creates: the create, with its request tags (and `context`), and
+    the tagging AWS authorizes beside it (EC2's CreateTags names the create in ec2:CreateAction)."""
+    out = [{"action": action, "resource": arn, "context": {**tag_context(tags), **(context or {})}}]
+    if tags:
+        tag_ctx = tag_context(tags)
+        if tag_action == "ec2:CreateTags":
+            tag_ctx = {"ec2:CreateAction": action.split(":", 1)[1], **tag_ctx}
+        out.append({"action": tag_action, "resource": arn, "context": tag_ctx})
+    return out
+
+
 def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
 def xml_find_all(data: bytes, name: str) -> list[str]:
-    """Texts of every element called `name` (any namespace, any depth)."""
+    """Texts of every element called `name` (any namespace, any depth), each once, in order."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError:
         return []
-    return [e.text or "" for e in root.iter() if local_name(e.tag) == name]
+    return list(dict.fromkeys(e.text or "" for e in root.iter() if local_name(e.tag) == name))
 
 
-def query_tags(params: dict[str, str], prefix: str, resource_type: str | None = None) -> dict[str, str]:
+def pairs(params: dict[str, str], prefix: str) -> dict[str, str]:
+    """A query-protocol Key/Value list: ``{prefix}.N.Key`` / ``{prefix}.N.Value``."""
+    out, n = {}, 1
+    while f"{prefix}.{n}.Key" in params:
+        out[params[f"{prefix}.{n}.Key"]] = params.get(f"{prefix}.{n}.Value", "")
+        n += 1
+    return out
+
+
+def query_tags(params: dict[str, str], prefix: str, resource_type: str) -> dict[str, str]:
     """Tags of a query-protocol TagSpecification list (``{prefix}.N.ResourceType`` /
-    ``.Tag.M.Key``), of one resource type; or of a plain ``Tags.member.N`` list (IAM)."""
+    ``.Tag.M.Key``), of one resource type."""
     out: dict[str, str] = {}
     n = 1
     while f"{prefix}.{n}.ResourceType" in params or f"{prefix}.{n}.Tag.1.Key" in params:
-        if resource_type is None or params.get(f"{prefix}.{n}.ResourceType") == resource_type:
-            m = 1
-            while f"{prefix}.{n}.Tag.{m}.Key" in params:
-                out[params[f"{prefix}.{n}.Tag.{m}.Key"]] = params.get(f"{prefix}.{n}.Tag.{m}.Value", "")
-                m += 1
+        if params.get(f"{prefix}.{n}.ResourceType") == resource_type:
+            out.update(pairs(params, f"{prefix}.{n}.Tag"))
         n += 1
     return out
 
 
-def member_tags(params: dict[str, str], prefix: str = "Tags") -> dict[str, str]:
-    out, n = {}, 1
-    while f"{prefix}.member.{n}.Key" in params:
-        out[params[f"{prefix}.member.{n}.Key"]] = params.get(f"{prefix}.member.{n}.Value", "")
-        n += 1
-    return out
+def member_tags(params: dict[str, str]) -> dict[str, str]:
+    """IAM's ``Tags.member.N`` list."""
+    return pairs(params, "Tags.member")
 
 
 def numbered(params: dict[str, str], prefix: str) -> list[str]:
@@ -211,8 +227,7 @@ class Call:
 
     def __init__(self, function: str, service: str, method: str, path: str, query: str,
                  headers: dict[str, str], body: bytes):
-        self.function, self.service, self.method = function, service, method
-        self.path, self.query, self.headers, self.body = path, query, headers, body
+        self.function, self.service, self.method, self.path = function, service, method, path
         self.qs = {k: v[0] for k, v in urllib.parse.parse_qs(query, keep_blank_values=True).items()}
         self.params: dict[str, str] = {}
         self.json: Any = None
@@ -308,7 +323,7 @@ class Recorder:
             return
         rec: dict[str, Any] = {"function": call.function, "service": call.service,
                                "operation": call.operation, "status": status,
-                               "error": error_code(call.service, status, data), "auth": [], "facts": {}}
+                               "error": error_code(status, data), "auth": [], "facts": {}}
         try:
             mapper = getattr(self, f"_map_{call.service}_{call.operation}", None)
             if mapper is None:
@@ -369,13 +384,9 @@ class Recorder:
         p = call.params
         tags = query_tags(p, "TagSpecification", "security-group")
         gid = next(iter(xml_find_all(data, "groupId")), "sg-00000000")
-        sg = self.ec2_arn("security-group", gid)
-        out = [{"action": "ec2:CreateSecurityGroup", "resource": sg, "context": tag_context(tags)}]
+        out = created("ec2:CreateSecurityGroup", self.ec2_arn("security-group", gid), tags, "ec2:CreateTags")
         if p.get("VpcId"):
-            out.append({"action": "ec2:CreateSecurityGroup", "resource": self.ec2_arn("vpc", p["VpcId"]), "context": {}})
-        if tags:
-            out.append({"action": "ec2:CreateTags", "resource": sg,
-                        "context": {"ec2:CreateAction": "CreateSecurityGroup", **tag_context(tags)}})
+            out.insert(1, {"action": "ec2:CreateSecurityGroup", "resource": self.ec2_arn("vpc", p["VpcId"]), "context": {}})
         return out
 
     def _pre_ec2_AuthorizeSecurityGroupIngress(self, call):
@@ -415,12 +426,7 @@ class Recorder:
         lt_id = next(iter(xml_find_all(data, "launchTemplateId")), "lt-00000000")
         self._template_facts(call, facts, lt_id)
         facts["tags"] = tags
-        lt = self.ec2_arn("launch-template", lt_id)
-        out = [{"action": "ec2:CreateLaunchTemplate", "resource": lt, "context": tag_context(tags)}]
-        if tags:
-            out.append({"action": "ec2:CreateTags", "resource": lt,
-                        "context": {"ec2:CreateAction": "CreateLaunchTemplate", **tag_context(tags)}})
-        return out
+        return created("ec2:CreateLaunchTemplate", self.ec2_arn("launch-template", lt_id), tags, "ec2:CreateTags")
 
     def _pre_ec2_CreateLaunchTemplateVersion(self, call):
         call.before["lt"] = self.lookup.launch_template(call.params.get("LaunchTemplateId"),
@@ -453,43 +459,35 @@ class Recorder:
         lt = call.before["lt"]
         lt_arn = self.ec2_arn("launch-template", lt["id"])
         via = {"ec2:LaunchTemplate": lt_arn}
-        instances = xml_find_all(data, "instanceId") if status == 200 else []
-        instances = list(dict.fromkeys(instances)) or ["i-00000000000000000"]
-        image = next(iter(xml_find_all(data, "imageId")), None) or lt["data"].get("ImageId") or "ami-00000000"
-        subnet = next(iter(xml_find_all(data, "subnetId")), None) or "subnet-00000000"
-        groups = list(dict.fromkeys(xml_find_all(data, "groupId"))) or lt["data"].get("SecurityGroupIds") or ["sg-00000000"]
-        enis = list(dict.fromkeys(xml_find_all(data, "networkInterfaceId"))) or ["eni-00000000"]
-        volumes = list(dict.fromkeys(xml_find_all(data, "volumeId"))) or ["vol-00000000"]
+        instances = (xml_find_all(data, "instanceId") if status == 200 else []) or ["i-00000000000000000"]
         facts.update({"instances": instances if status == 200 else [], "launch_template_id": lt["id"]})
-        by_type: dict[str, dict[str, str]] = {}
+        resources = {  # what the call creates or uses, by ARN kind
+            "instance": instances,
+            "volume": xml_find_all(data, "volumeId") or ["vol-00000000"],
+            "network-interface": xml_find_all(data, "networkInterfaceId") or ["eni-00000000"],
+            "security-group": xml_find_all(data, "groupId") or lt["data"].get("SecurityGroupIds") or ["sg-00000000"],
+            "subnet": xml_find_all(data, "subnetId")[:1] or ["subnet-00000000"],
+            "image": xml_find_all(data, "imageId")[:1] or [lt["data"].get("ImageId") or "ami-00000000"],
+        }
+        tags: dict[str, dict[str, str]] = {"instance": {}, "volume": {}}  # tagged on create: the template's, the call's
         for spec in lt["data"].get("TagSpecifications") or []:
-            by_type.setdefault(spec["ResourceType"], {}).update(Lookup._tags(spec.get("Tags")))
-        for kind in ("instance", "volume"):
-            by_type.setdefault(kind, {}).update(query_tags(call.params, "TagSpecification", kind))
+            if spec["ResourceType"] in tags:
+                tags[spec["ResourceType"]].update(Lookup._tags(spec.get("Tags")))
+        for kind, kind_tags in tags.items():
+            kind_tags.update(query_tags(call.params, "TagSpecification", kind))
         out = [{"action": "ec2:RunInstances", "resource": lt_arn,
-                "context": {"ec2:LaunchTemplate": lt_arn, **resource_tag_context(lt["tags"], ec2=True)}}]
-        for i in instances:
-            out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("instance", i),
-                        "context": {**via, **tag_context(by_type.get("instance", {}))}})
-        for v in volumes:
-            out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("volume", v),
-                        "context": {**via, **tag_context(by_type.get("volume", {}))}})
-        for e in enis:
-            out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("network-interface", e), "context": via})
-        for g in groups:
-            out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("security-group", g), "context": via})
-        out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("subnet", subnet), "context": via})
-        out.append({"action": "ec2:RunInstances", "resource": self.ec2_arn("image", image), "context": via})
-        for kind, ids in (("instance", instances), ("volume", volumes)):
-            tags = by_type.get(kind)
-            if tags:
-                for rid in ids:
-                    out.append({"action": "ec2:CreateTags", "resource": self.ec2_arn(kind, rid),
-                                "context": {"ec2:CreateAction": "RunInstances", **tag_context(tags)}})
-        role = call.before.get("profile_role")
-        if call.before.get("profile"):
-            out.append({"action": "iam:PassRole",
-                        "resource": self.role_arn(role) if role else self.iam_arn("role", call.before["profile"]),
+                "context": {**via, **resource_tag_context(lt["tags"], ec2=True)}}]
+        for kind, ids in resources.items():
+            out += [{"action": "ec2:RunInstances", "resource": self.ec2_arn(kind, rid),
+                     "context": {**via, **tag_context(tags.get(kind, {}))}} for rid in ids]
+        for kind, kind_tags in tags.items():
+            if kind_tags:
+                out += [{"action": "ec2:CreateTags", "resource": self.ec2_arn(kind, rid),
+                         "context": {"ec2:CreateAction": "RunInstances", **tag_context(kind_tags)}}
+                        for rid in resources[kind]]
+        profile, role = call.before.get("profile"), call.before.get("profile_role")
+        if profile:
+            out.append({"action": "iam:PassRole", "resource": self.role_arn(role) if role else self.iam_arn("role", profile),
                         "context": {"iam:PassedToService": "ec2.amazonaws.com"}})
         return out
 
@@ -515,10 +513,7 @@ class Recorder:
         ids = numbered(call.params, "ResourceId")
         if any(not r.startswith("i-") for r in ids):
             raise UnmappedCall(f"ec2 CreateTags on {ids}: only instances are mapped")
-        tags, n = {}, 1
-        while f"Tag.{n}.Key" in call.params:
-            tags[call.params[f"Tag.{n}.Key"]] = call.params.get(f"Tag.{n}.Value", "")
-            n += 1
+        tags = pairs(call.params, "Tag")
         return [{"action": "ec2:CreateTags", "resource": self.ec2_arn("instance", i),
                  "context": {**resource_tag_context(call.before["tags"].get(i, {}), ec2=True), **tag_context(tags)}}
                 for i in ids]
@@ -554,14 +549,9 @@ class Recorder:
         p = call.params
         arn = self._role(call, status, data)
         tags = member_tags(p)
-        ctx = tag_context(tags)
-        if p.get("PermissionsBoundary"):
-            ctx["iam:PermissionsBoundary"] = p["PermissionsBoundary"]
-        facts.update({"role": p["RoleName"], "arn": arn, "tags": tags, "boundary": p.get("PermissionsBoundary")})
-        out = [{"action": "iam:CreateRole", "resource": arn, "context": ctx}]
-        if tags:
-            out.append({"action": "iam:TagRole", "resource": arn, "context": tag_context(tags)})
-        return out
+        boundary = p.get("PermissionsBoundary")
+        facts.update({"role": p["RoleName"], "arn": arn, "tags": tags, "boundary": boundary})
+        return created("iam:CreateRole", arn, tags, "iam:TagRole", {"iam:PermissionsBoundary": boundary} if boundary else None)
 
     def _map_iam_PutRolePolicy(self, call, status, data, facts):
         p = call.params
@@ -597,11 +587,7 @@ class Recorder:
         return [{"action": "iam:GetInstanceProfile", "resource": self._profile(call), "context": {}}]
 
     def _map_iam_CreateInstanceProfile(self, call, status, data, facts):
-        tags = member_tags(call.params)
-        out = [{"action": "iam:CreateInstanceProfile", "resource": self._profile(call), "context": tag_context(tags)}]
-        if tags:
-            out.append({"action": "iam:TagInstanceProfile", "resource": self._profile(call), "context": tag_context(tags)})
-        return out
+        return created("iam:CreateInstanceProfile", self._profile(call), member_tags(call.params), "iam:TagInstanceProfile")
 
     def _map_iam_AddRoleToInstanceProfile(self, call, status, data, facts):
         facts.update({"profile": call.params["InstanceProfileName"], "role": call.params["RoleName"]})
@@ -653,12 +639,8 @@ class Recorder:
         return f"arn:aws:logs:{self.region}:{self.account}:log-group:{group}"
 
     def _map_logs_CreateLogGroup(self, call, status, data, facts):
-        arn = self.log_group_arn(call.json["logGroupName"])
-        tags = call.json.get("tags") or {}
-        out = [{"action": "logs:CreateLogGroup", "resource": arn, "context": tag_context(tags)}]
-        if tags:
-            out.append({"action": "logs:TagResource", "resource": arn, "context": tag_context(tags)})
-        return out
+        return created("logs:CreateLogGroup", self.log_group_arn(call.json["logGroupName"]),
+                       call.json.get("tags") or {}, "logs:TagResource")
 
     def _map_logs_PutRetentionPolicy(self, call, status, data, facts):
         return [{"action": "logs:PutRetentionPolicy", "resource": self.log_group_arn(call.json["logGroupName"]), "context": {}}]
@@ -708,12 +690,8 @@ class Recorder:
         return [{"action": "scheduler:DeleteScheduleGroup", "resource": self.group_arn(self._name(call)), "context": {}}]
 
     def _map_scheduler_CreateScheduleGroup(self, call, status, data, facts):
-        arn = self.group_arn(self._name(call))
         tags = {t["Key"]: t["Value"] for t in (call.json or {}).get("Tags") or []}
-        out = [{"action": "scheduler:CreateScheduleGroup", "resource": arn, "context": tag_context(tags)}]
-        if tags:
-            out.append({"action": "scheduler:TagResource", "resource": arn, "context": tag_context(tags)})
-        return out
+        return created("scheduler:CreateScheduleGroup", self.group_arn(self._name(call)), tags, "scheduler:TagResource")
 
     def _map_scheduler_ListTagsForResource(self, call, status, data, facts):
         return [{"action": "scheduler:ListTagsForResource", "resource": self._name(call), "context": {}}]
@@ -745,7 +723,7 @@ def secret_name(reference: str) -> str:
     return reference.split(":", 1)[0]
 
 
-def error_code(service: str, status: int, data: bytes) -> str | None:
+def error_code(status: int, data: bytes) -> str | None:
     if status < 300:
         return None
     codes = xml_find_all(data, "Code")

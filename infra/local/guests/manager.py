@@ -513,11 +513,10 @@ class GuestManager:
         return self._records.get(iid)
 
     def instance_at(self, address: str) -> str | None:
-        """The instance whose guest has this address (who made a call on the guests' listener)."""
+        """The instance whose guest has this address (who made a call on the guests' listener):
+        its last owner, which is also the live guest's (an address has one guest at a time)."""
         with self._lock:
-            return next((r.instance_id for r in self._records.values()
-                         if r.guest is not None and r.guest.spec.address == address),
-                        self._last_at.get(address))
+            return self._last_at.get(address)
 
     def describe(self, memory: bool = False) -> dict[str, dict[str, Any]]:
         """Every guest, for tools and tests in another process (`GET /_stackdrop/guests`): its
