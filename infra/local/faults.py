@@ -10,8 +10,10 @@
 * ``s3_read_error``: a ranged S3 GET (the validator reading a bundle) answered with a 503, as S3
   does under load.
 * ``instance_download_error``: an instance's download of its bundle version (a guest's GET of an
-  object version) refused with 403 AccessDenied, as when its role may not read that version. The
-  only fault on the instances' own calls (needs guests).
+  object version) refused with 403 AccessDenied, as when its role may not read that version.
+* ``instance_logs_answer_lost``: an instance's PutLogEvents (its log shipper's) reaches CloudWatch
+  and is taken, then its answer is replaced by a 503: a retry after the side effect. With the one
+  above, the faults on the instances' own calls (they need guests).
 
 Plus EC2's published API request token buckets (``Ec2Buckets``): RunInstances and the other
 mutating actions each have a bucket that refills at a fixed rate; a call that finds its bucket
@@ -31,7 +33,7 @@ import time
 import urllib.parse
 
 KINDS = ("duplicate", "lambda_timeout", "throttle", "error", "delay", "s3_read_error",
-         "instance_download_error")
+         "instance_download_error", "instance_logs_answer_lost")
 
 # EC2's documented request token buckets (bucket size, refill per second), per action class.
 EC2_BUCKETS = {

@@ -318,11 +318,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, [("Content-Type", "application/json")],
                     json.dumps(env.faults_report()).encode())
 
+    def _answer_lost(self) -> bool:
+        """Whether the answer to a call moto has served is lost on its way back (the side effect
+        stays): an instance's PutLogEvents, with the fault instance_logs_answer_lost."""
+        return self._from_guest() and \
+            self.headers.get("X-Amz-Target", "").endswith(".PutLogEvents") and \
+            self.server.env.faults.should("instance_logs_answer_lost")
+
+    def _from_guest(self) -> bool:
+        """Whether the call came on the guests' listener (an instance's own call)."""
+        return self.server is getattr(self.server.env, "_guest_router", None)
+
     def _injected(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """A fault for this AWS call, if one is due (calls from the Lambdas only: the Rust SDK;
         and an instance's download of its bundle version)."""
         env = self.server.env
-        if self.server is getattr(env, "_guest_router", None):
+        if self._from_guest():
             if self.command == "GET" and "versionId=" in self.path and \
                     env.faults.should("instance_download_error"):
                 return faultlib.access_denied_response()
@@ -384,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
         call = None
         if env.recorder is not None:
             instance = None
-            if self.server is getattr(env, "_guest_router", None):
+            if self._from_guest():
                 instance = env.guests.instance_at(self.client_address[0]) if env.guests else None
                 instance = instance or f"unknown-{self.client_address[0]}"
             call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body, instance)
@@ -400,7 +411,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if call is not None:  # before the answer: whoever reads the recording next sees this call
             env.recorder.after(call, status, data)
-        self._reply(status, headers, data, reason)
+        if status == 200 and self._answer_lost():
+            self._reply(*faultlib.server_error_response())
+        else:
+            self._reply(status, headers, data, reason)
         try:
             env.after_moto_response(self.command, path, query, body, status, headers, data)
         except Exception as e:  # never let a hook break the proxy

@@ -353,6 +353,9 @@ def test_logs_arrive_once_in_order_with_their_time_across_restarts_reboot_and_st
         return sd.guest_list().get(iid, {}).get("pid1")
 
     wait_for("the first lines shipped", shipped_past(4))
+    # Three sends are taken by CloudWatch but their answers lost: the shipper must not send them
+    # again (a retry after the side effect).
+    sd.set_faults("instance_logs_answer_lost=#3")
     # The service restarts: the shipper goes on after what it sent.
     sh(sd, iid, f"systemctl restart {unit}")
     wait_for("lines after the service's restart", shipped_past(last_written() + 2))
@@ -373,6 +376,7 @@ def test_logs_arrive_once_in_order_with_their_time_across_restarts_reboot_and_st
     back_up("the app and its shipper after the start", None)
     wait_for("lines after the start", shipped_past(last_written() + 2), timeout=90)
 
+    assert sd.set_faults("")["injected"]["instance_logs_answer_lost"] == 3
     # The app stops: what its journal holds is final, and the stream must hold exactly that.
     sh(sd, iid, f"systemctl stop {unit}")
     journal = [json.loads(line)["MESSAGE"] for line in sh(

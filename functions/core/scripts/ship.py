@@ -1,10 +1,10 @@
-"""python3 ship.py UNIT LOG_GROUP SUFFIX CURSOR_FILE: UNIT's journal to {instance-id}/SUFFIX,
-from after the cursor of the last batch CloudWatch accepted. Python 3.9, AWS CLI.
-
-Once: a batch in flight is marked pending (its last cursor) before it is sent. Stopped (SIGTERM:
-a restart, a reboot, a stop), the shipper finishes that send and the batch it holds, then exits.
-Killed during a send, the next start asks CloudWatch whether that batch arrived before it sends
-it again."""
+# python3 ship.py UNIT LOG_GROUP SUFFIX CURSOR_FILE: UNIT's journal to {instance-id}/SUFFIX,
+# from after the cursor of the last batch CloudWatch accepted. Python 3.9, AWS CLI.
+#
+# Once: a batch in flight is marked pending (its last cursor) before it is sent. Stopped (SIGTERM:
+# a restart, a reboot, a stop), the shipper finishes that send and the batch it holds, then exits.
+# Killed during a send, the next start asks CloudWatch whether that batch arrived before it sends
+# it again.
 import collections
 import json
 import os
@@ -91,8 +91,10 @@ class Shipper:
         self.stopping = False
         self.args = ["--log-group-name", group, "--log-stream-name", stream]
 
-    def aws(self, op, *args):
-        return subprocess.run(["aws", "logs", op] + self.args + list(args),
+    def aws(self, op, *args, once=False):
+        # once: no retry inside the CLI, which would send a batch again whose answer was lost.
+        env = dict(os.environ, AWS_MAX_ATTEMPTS="1") if once else None
+        return subprocess.run(["aws", "logs", op] + self.args + list(args), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
     def create_stream(self):
@@ -116,14 +118,19 @@ class Shipper:
 
     def send(self, batch):
         # Retried until accepted, then the cursor saved. In time order (the clock may step back).
-        events = sorted(batch.events, key=lambda e: e[0])
+        # A failed send may have been taken all the same (the answer lost): CloudWatch is asked
+        # before each retry, so the batch is never there twice.
+        events = [{"timestamp": t, "message": m} for t, m, _, _ in sorted(batch.events, key=lambda e: e[0])]
         with open(self.batch_file, "w", encoding="utf-8") as f:
-            json.dump([{"timestamp": t, "message": m} for t, m, _, _ in events], f)
+            json.dump(events, f)
         self.save_cursor(batch.events[-1][3], self.pending_file)
         delay = 1
         while True:
-            r = self.aws("put-log-events", "--log-events", "file://" + self.batch_file)
+            r = self.aws("put-log-events", "--log-events", "file://" + self.batch_file, once=True)
             if r.returncode == 0:
+                break
+            if self.arrived(events, attempts=1):
+                log("put-log-events failed, but the batch had arrived: %s" % r.stderr.strip())
                 break
             log("put-log-events failed, again in %ds: %s" % (delay, r.stderr.strip()))
             if self.stopping:
@@ -132,15 +139,15 @@ class Shipper:
                 self.create_stream()
             time.sleep(delay)
             delay = min(delay * 2, 60)
-        if "rejectedLogEventsInfo" in r.stdout:
+        if r.returncode == 0 and "rejectedLogEventsInfo" in r.stdout:
             log("some events rejected: " + r.stdout.strip())
         self.save_cursor(batch.events[-1][3])
         os.remove(self.pending_file)
 
-    def arrived(self, events):
-        """Whether CloudWatch holds every event of `events` (None: it could not be asked)."""
+    def arrived(self, events, attempts=5):
+        # Whether CloudWatch holds every event of `events` (None: it could not be asked).
         first, last = min(e["timestamp"] for e in events), max(e["timestamp"] for e in events)
-        for attempt in range(5):
+        for attempt in range(attempts):
             r = self.aws("get-log-events", "--start-from-head", "--limit", "10000",
                          "--start-time", str(first), "--end-time", str(last + 1))
             if r.returncode == 0:
@@ -148,12 +155,13 @@ class Shipper:
                 want = collections.Counter((e["timestamp"], e["message"]) for e in events)
                 return all(have[k] >= n for k, n in want.items())
             log("get-log-events failed: %s" % r.stderr.strip())
-            time.sleep(attempt + 1)
+            if attempt + 1 < attempts:
+                time.sleep(attempt + 1)
         return None
 
     def settle_pending(self):
-        """A shipper killed during a send left its batch pending: if CloudWatch took it, the
-        cursor moves past it; otherwise it is read from the journal and sent again."""
+        # A shipper killed during a send left its batch pending: if CloudWatch took it, the
+        # cursor moves past it; otherwise it is read from the journal and sent again.
         if not os.path.exists(self.pending_file):
             return
         with open(self.pending_file, encoding="utf-8") as f:
@@ -184,7 +192,7 @@ class Shipper:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
     def pump(self, journal):
-        """Ships what `journal` prints, in batches, until it exits; returns its exit status."""
+        # Ships what `journal` prints, in batches, until it exits; returns its exit status.
         fd, buf, batch = journal.stdout.fileno(), b"", Batch()
         while True:
             if self.stopping:

@@ -224,6 +224,18 @@ class ShipTest(unittest.TestCase):
         self.ship([entry(4)])
         self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2", "line 3", "line 4"])
 
+    def test_a_send_whose_answer_was_lost_is_not_sent_again(self):
+        with open(os.path.join(self.fake, "lose-put"), "w") as f:
+            f.write("2")
+        self.ship([entry(1), entry(2)])
+        self.ship([entry(3)])
+        self.assertEqual([m for _, m in self.sent()], ["line 1", "line 2", "line 3"])
+        calls = [c[1] for c in self.read_lines("aws.calls")]
+        self.assertEqual(calls.count("put-log-events"), 2)  # both taken, their answers lost: not again
+        self.assertGreaterEqual(calls.count("get-log-events"), 2)
+        # Nor does the AWS CLI send it again by itself.
+        self.assertFalse(os.path.exists(os.path.join(self.fake, "violations")))
+
     def test_killed_after_cloudwatch_took_a_batch_the_next_start_does_not_send_it_again(self):
         with open(os.path.join(self.fake, "slow-put"), "w") as f:
             f.write("60")
