@@ -20,11 +20,11 @@ help: ## this list
 build: ## build every crate (debug)
 	$(CARGO) build --workspace --locked
 
-# Not --all-targets: that would share `cargo test`'s feature set (aws-smithy-mocks turns on SDK
-# features), but `cargo lambda watch` starts each function with its own `cargo run`, which uses
-# the feature set without dev-dependencies and would rebuild the SDK while a deploy waits.
+# What the local environment runs (infra/local/lambdas.py starts target/debug/stackdrop-*): the
+# workspace with every target, the very build `cargo test` makes (one feature set, one compiled
+# SDK), so after test-rust this finds nothing to do.
 build-lambdas:
-	$(CARGO) build --locked $(LAMBDA_PKGS) -p stackdrop-cli
+	$(CARGO) build --locked --workspace --all-targets
 
 test: test-rust test-asl test-template test-local-env test-e2e test-iam ## run every test (installs the tools it needs)
 	@echo "make test: all passed"
@@ -44,7 +44,7 @@ NO_GUESTS_NOTE = $(if $(GUEST_TEST_DEPS),,@echo "real guests need Linux and root
 # Every AWS call the Lambdas make during the run is recorded in IAM_CALLS (infra/local/iam_record.py)
 # for test-iam.
 IAM_CALLS ?= $(CURDIR)/target/iam/calls.jsonl
-test-e2e: tools build-lambdas $(GUEST_TEST_DEPS) ## the pipeline end to end on local AWS (moto + cargo lambda + real guests)
+test-e2e: tools build-lambdas $(GUEST_TEST_DEPS) ## the pipeline end to end on local AWS (moto + the Lambda binaries + real guests)
 	$(NO_GUESTS_NOTE)
 	@mkdir -p "$(dir $(IAM_CALLS))" && rm -f "$(IAM_CALLS)"
 	STACKDROP_RECORD_CALLS="$(IAM_CALLS)" STACKDROP_GUESTS=$(if $(GUEST_TEST_DEPS),1,0) $(PY) -m pytest tests/e2e -q -p no:cacheprovider

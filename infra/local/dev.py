@@ -2,10 +2,12 @@
 """stackdrop on local AWS: `make dev` and `make demo`.
 
 `dev`  starts, in the foreground, the local AWS environment (moto behind one endpoint, see
-       stackdrop_local.py), the real Lambda binaries under `cargo lambda watch`, and stackdrop's
-       control plane on it (the state table, the permissions boundary, the deploy state machine
-       from statemachine/deploy.asl.json). Then `aws s3 cp stack.zip s3://stackdrop-bundles/`
-       with AWS_ENDPOINT_URL=http://127.0.0.1:4566 deploys.
+       stackdrop_local.py), stackdrop's control plane on it, made from infra/template.yaml
+       (template.py: the state table, the permissions boundary, every role with its policies,
+       the state machines from their ASL files), and the real Lambda binaries behind a Lambda
+       runtime API (lambdas.py), each with its template environment, timeout and memory, and
+       its role's credentials. Then `aws s3 cp stack.zip s3://stackdrop-bundles/` with
+       AWS_ENDPOINT_URL=http://127.0.0.1:4566 deploys.
 `demo` does the same, uploads examples/hello with the AWS CLI, shows each step until the
        instance is `running`, then stops everything. Exit 0 on success, 1 with the reason.
 
@@ -17,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,62 +31,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
+import lambdas  # noqa: E402
 import stackdrop_local  # noqa: E402
+import template  # noqa: E402
+from template import ACCOUNT, BOUNDARY_NAME, REGION, SCHEDULER_ROLE  # noqa: E402,F401 - dev.* names
 
 # moto knows AWS managed policies (AmazonSSMManagedInstanceCore) only when asked to.
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
-FUNCTIONS = ["validate", "claim", "provision", "launch", "poll", "finish"]
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 DEPLOY_MACHINE = "stackdrop-deploy"
 TEARDOWN_MACHINE = "stackdrop-teardown"
-SCHEDULER_ROLE = "stackdrop-scheduler"
-MACHINES = {DEPLOY_MACHINE: "deploy.asl.json", TEARDOWN_MACHINE: "teardown.asl.json"}
-BOUNDARY_NAME = "stackdrop-instance-boundary"
-ASL_DIR = os.path.join(ROOT, "statemachine")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The binaries the functions run: the workspace's debug build with every target's features
+# (`cargo build --workspace --all-targets`, the build `cargo test` makes): one compiled SDK.
+BIN_DIR = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "debug")
 
 
 def say(msg: str) -> None:
     print(f"stackdrop: {msg}", flush=True)
 
 
-def function_arn(name: str, region: str = REGION) -> str:
-    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:stackdrop-{name}"
-
-
-def substitutions(region: str = REGION) -> dict[str, str]:
-    return {f"{n.capitalize()}FunctionArn": function_arn(n, region) for n in FUNCTIONS}
-
-
-def definition(file: str = "deploy.asl.json", region: str = REGION) -> str:
-    """The real ASL file, with the Lambda ARNs substituted as CloudFormation does."""
-    text = open(os.path.join(ASL_DIR, file), encoding="utf-8").read()
-    for key, value in substitutions(region).items():
-        text = text.replace("${" + key + "}", value)
-    return text
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f}s")
-
-
 def build_binaries() -> None:
-    """Builds the five Lambda binaries and the CLI (debug), so cargo lambda watch starts them at once."""
+    """Builds the workspace as `cargo test` does (the Lambda binaries and the CLI among it)."""
     t0 = time.monotonic()
-    say("building the Lambda functions and the CLI (cargo build) ...")
-    pkgs = [a for n in FUNCTIONS for a in ("-p", f"stackdrop-{n}")] + ["-p", "stackdrop-cli"]
-    subprocess.run(["cargo", "build", "--locked", *pkgs], cwd=ROOT, check=True)
+    say("building the Lambda functions and the CLI (cargo build --workspace --all-targets) ...")
+    subprocess.run(["cargo", "build", "--locked", "--workspace", "--all-targets"], cwd=ROOT, check=True)
     say(f"built in {time.monotonic() - t0:.1f}s")
 
 
@@ -104,9 +73,11 @@ class Stackdrop:
         self.quiet = quiet
         self.guests = guests  # a real Linux guest per instance (infra/local/guests/)
         self.record_calls = record_calls  # the Lambdas' AWS calls as IAM sees them (iam_record.py)
-        self.emulator: subprocess.Popen | None = None
+        self.runtime: lambdas.Runtime | None = None
+        # The deploy template, resolved with the local names and this environment's deadline.
+        self.template = template.Template(parameters={"DeployDeadlineSeconds": deadline_seconds})
         self.env: stackdrop_local.LocalEnvProcess | None = None
-        self.boundary_arn = f"arn:aws:iam::{ACCOUNT}:policy/{BOUNDARY_NAME}"
+        self.boundary_arn = template.LOCAL_NAMES["InstanceBoundary"]
         # execution ARN -> (key, version) of its input, which never changes: a long run lists
         # thousands of executions, each described once.
         self._about: dict[str, tuple[str | None, str | None]] = {}
@@ -154,7 +125,7 @@ class Stackdrop:
     def start(self) -> "Stackdrop":
         t0 = time.monotonic()
         try:
-            self._start_emulator()
+            self._start_runtime()
             self.log(f"starting local AWS (moto) on {self.endpoint} ...")
             self.env = stackdrop_local.spawn(
                 lambda_url=f"http://127.0.0.1:{self.lambda_port}", port=self.port,
@@ -162,6 +133,7 @@ class Stackdrop:
                 guests=self.guests,
                 extra_args=["--record-calls", self.record_calls] if self.record_calls else None)
             self._control_plane()
+            self._functions()
         except BaseException:
             self.stop()
             raise
@@ -169,96 +141,83 @@ class Stackdrop:
                  f"(logs in {self.log_dir})")
         return self
 
-    def _start_emulator(self) -> None:
-        cargo_lambda = os.path.join(VENV_BIN, "cargo-lambda")
-        if not os.path.exists(cargo_lambda):
-            cargo_lambda = shutil.which("cargo-lambda") or "cargo-lambda"
-        env = self.aws_env()
-        env.update({
-            "STACKDROP_TABLE": self.table,
-            "STACKDROP_PERMISSIONS_BOUNDARY": self.boundary_arn,
-            "STACKDROP_DEADLINE_SECONDS": str(self.deadline_seconds),
-            "STACKDROP_STATE_MACHINE_ARN": self.deploy_machine_arn(),
-            "STACKDROP_SCHEDULER_ROLE_ARN": self.scheduler_role_arn(),
-            "RUST_LOG": env.get("RUST_LOG", "info"),
-        })
-        # cargo lambda watch finds `cargo` on PATH; keep the venv's tools reachable too.
-        env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-        passed = ",".join(f"{k}={env[k]}" for k in (
-            "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-            "AWS_DEFAULT_REGION", "STACKDROP_TABLE", "STACKDROP_PERMISSIONS_BOUNDARY",
-            "STACKDROP_DEADLINE_SECONDS", "STACKDROP_STATE_MACHINE_ARN",
-            "STACKDROP_SCHEDULER_ROLE_ARN", "RUST_LOG"))
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", self.lambda_port)) == 0:
-                raise RuntimeError(f"port {self.lambda_port} is in use (another `make dev`?): pass --lambda-port")
-        log = open(os.path.join(self.log_dir, "lambdas.log"), "ab")
-        self.log(f"starting the Lambda functions under cargo lambda watch on :{self.lambda_port} ...")
-        self.emulator = subprocess.Popen(
-            [cargo_lambda, "lambda", "watch", "-A", "127.0.0.1", "-P", str(self.lambda_port),
-             "--ignore-changes", "--env-vars", passed],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        wait_port(self.lambda_port, 120, self.emulator, "cargo lambda watch")
+    def _start_runtime(self) -> None:
+        """The Lambda runtime API the functions' binaries run behind (lambdas.py); the
+        functions themselves are added once their roles exist."""
+        log = open(os.path.join(self.log_dir, "lambdas.log"), "a", encoding="utf-8", buffering=1)
+        lock = threading.Lock()
+
+        def write(line: str) -> None:
+            with lock:
+                log.write(line + "\n")
+        try:
+            self.runtime = lambdas.Runtime(port=self.lambda_port, log=write).start()
+        except OSError as e:
+            raise RuntimeError(f"port {self.lambda_port}: {e} (another `make dev`?): pass --lambda-port") from None
+        self.lambda_port = self.runtime.port
+        self.log(f"Lambda runtime API on :{self.lambda_port} (binaries from {os.path.relpath(BIN_DIR, ROOT)})")
 
     def _control_plane(self) -> None:
-        """The state table, the permissions boundary and the deploy state machine (idempotent)."""
+        """From infra/template.yaml: the state table, the permissions boundary, every role with
+        its policies, the state machines (idempotent)."""
+        t = self.template
         ddb = self.client("dynamodb")
+        table = {**t.table(), "TableName": self.table}
         try:
-            ddb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
-                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                                   {"AttributeName": "sk", "AttributeType": "S"}],
-                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                        {"AttributeName": "sk", "KeyType": "RANGE"}])
+            ddb.create_table(**table)
             self.log(f"created the state table {self.table}")
         except ddb.exceptions.ResourceInUseException:
             pass
         iam = self.client("iam")
-        boundary = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "*", "Resource": "*"},
-            {"Effect": "Deny", "Action": ["iam:*", "organizations:*", "account:*"], "Resource": "*"}]}
         try:
-            iam.create_policy(PolicyName=BOUNDARY_NAME, PolicyDocument=json.dumps(boundary),
+            iam.create_policy(PolicyName=BOUNDARY_NAME, PolicyDocument=json.dumps(t.boundary()["policy"]),
                               Description="caps every role stackdrop creates")
         except iam.exceptions.EntityAlreadyExistsException:
             pass
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                 "Principal": {"Service": "states.amazonaws.com"}}]}
-        try:
-            role_arn = iam.create_role(RoleName="stackdrop-states",
-                                       AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-        except iam.exceptions.EntityAlreadyExistsException:
-            role_arn = iam.get_role(RoleName="stackdrop-states")["Role"]["Arn"]
-        scheduler_trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Principal": {"Service": "scheduler.amazonaws.com"}}]}
-        try:
-            iam.create_role(RoleName=SCHEDULER_ROLE, AssumeRolePolicyDocument=json.dumps(scheduler_trust))
-        except iam.exceptions.EntityAlreadyExistsException:
-            pass
+        for role in t.roles():
+            try:
+                iam.create_role(RoleName=role["name"], AssumeRolePolicyDocument=json.dumps(role["trust"]))
+            except iam.exceptions.EntityAlreadyExistsException:
+                pass
+            for name, doc in role["policies"].items():
+                iam.put_role_policy(RoleName=role["name"], PolicyName=name, PolicyDocument=json.dumps(doc))
+            for arn in role["managed"]:
+                iam.attach_role_policy(RoleName=role["name"], PolicyArn=arn)
+        self.log(f"{len(t.roles())} roles from infra/template.yaml")
         sfn = self.client("stepfunctions")
         known = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
-        for name, file in MACHINES.items():
-            if name in known:
-                sfn.update_state_machine(stateMachineArn=known[name], definition=definition(file))
+        for m in t.state_machines():
+            role_arn = t.r.getatt(m["role"], "Arn")
+            if m["name"] in known:
+                sfn.update_state_machine(stateMachineArn=known[m["name"]], definition=m["definition"],
+                                         roleArn=role_arn)
             else:
-                sfn.create_state_machine(name=name, definition=definition(file), roleArn=role_arn,
-                                         type="STANDARD")
-            self.log(f"state machine {name} from statemachine/{file}")
+                sfn.create_state_machine(name=m["name"], definition=m["definition"], roleArn=role_arn,
+                                         type=m["type"])
+            self.log(f"state machine {m['name']} from infra/template.yaml")
+
+    def _functions(self) -> None:
+        """Each function of the template behind the runtime: its binary, environment, timeout
+        and memory, and its role's credentials (moto's STS)."""
+        sts = self.client("sts")
+        for name, f in self.template.function_settings().items():
+            creds = sts.assume_role(RoleArn=self.template.r.getatt(f["role"], "Arn"),
+                                    RoleSessionName=name)["Credentials"]
+            env = {**f["environment"], "STACKDROP_TABLE": self.table,
+                   "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+                   "AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                   "AWS_SESSION_TOKEN": creds["SessionToken"], "RUST_LOG": os.environ.get("RUST_LOG", "info")}
+            self.runtime.add(lambdas.Function(name, os.path.join(BIN_DIR, f["binary"]), env,
+                                              timeout=f["timeout"], memory=f["memory"]))
+        self.log(f"functions: {', '.join(self.template.function_settings())}")
 
     def stop(self) -> None:
         if self.env is not None:
             self.env.stop()
             self.env = None
-        if self.emulator is not None and self.emulator.poll() is None:
-            try:
-                os.killpg(self.emulator.pid, signal.SIGTERM)
-                self.emulator.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.emulator.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.emulator = None
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
 
     def __enter__(self) -> "Stackdrop":
         return self.start()

@@ -7,10 +7,10 @@ What runs behind the endpoint:
   execution switched on before any state machine exists), DynamoDB, Logs, EventBridge, SQS, ...
 * A reverse proxy on the public port forwards every request to moto byte for byte, except Lambda
   invocations (``POST /2015-03-31/functions/{name}/invocations``), which go to a Lambda runtime
-  emulator (``cargo lambda watch``, default http://127.0.0.1:9000). moto is started with
+  emulator (lambdas.py, default http://127.0.0.1:9000). moto is started with
   ``MOTO_PORT`` = the public port, so its Step Functions Task states reach Lambda through here.
-  A full function ARN is reduced to the bare function name (cargo-lambda 404s on ARNs) and the
-  emulator's HTTP 500 for a handler error becomes 200 + ``X-Amz-Function-Error: Unhandled``, as
+  A full function ARN is reduced to the bare function name, and an emulator's HTTP 500 for a
+  handler error (cargo-lambda's answer) becomes 200 + ``X-Amz-Function-Error: Unhandled``, as
   Lambda answers, so Step Functions sees a Lambda error (Catch/Retry on errorType) and not a
   retryable server fault.
 * Bootstrap (idempotent): the versioned bundle bucket with EventBridge notifications on, an
@@ -91,7 +91,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 4566  # the public endpoint; 0 = any free port
     moto_port: int = 4567  # moto's own port; 0 = any free port
-    lambda_url: str = "http://127.0.0.1:9000"  # Lambda runtime emulator (cargo lambda watch)
+    lambda_url: str = "http://127.0.0.1:9000"  # Lambda runtime emulator (lambdas.py)
     region: str = "us-east-1"
     bucket: str = "stackdrop-bundles"
     rule_name: str = "stackdrop-bundle-events"
@@ -106,7 +106,7 @@ class Config:
     poll_seconds: int = 2  # SQS long-poll wait (also bounds how long shutdown waits for the bridge)
     moto_log: str | None = None  # moto's output; None = a file in the temp dir
     moto_start_timeout: float = 60.0
-    lambda_timeout: float = 900.0  # Lambda's own maximum; the first call may build the function
+    lambda_timeout: float = 900.0  # Lambda's own maximum (the emulator enforces each function's)
     faults: str = ""  # e.g. "duplicate=0.3,lambda_timeout=0.1" (see faults.py); "" = none
     seed: int = 0
     ec2_rate_limits: bool = True  # EC2's published request token buckets

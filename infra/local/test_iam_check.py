@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import iam_check  # noqa: E402
+import template as tpl  # noqa: E402
 
 NPM = os.path.join(iam_check.ROOT, ".tools", "npm")
 needs_engine = pytest.mark.skipif(
@@ -27,7 +28,7 @@ CALLS = iam_check.read_records(os.path.join(HERE, "testdata", "iam_calls.jsonl")
 
 
 def template():
-    return iam_check.load_template()
+    return tpl.load_template()
 
 
 def without(doc, resource, sid):
@@ -48,7 +49,7 @@ def run(records=CALLS, doc=None):
 
 
 def test_the_template_resolves_with_the_local_names():
-    t = iam_check.Template()
+    t = tpl.Template()
     fns = t.functions()
     assert sorted(fns) == [f"stackdrop-{n}" for n in sorted(["validate", "claim", "provision", "launch", "poll", "finish"])]
     assert fns["stackdrop-provision"] == {"logical": "ProvisionFunction", "role": "ProvisionRole",
@@ -61,7 +62,7 @@ def test_the_template_resolves_with_the_local_names():
     assert finish["PassTheSchedulerRole"]["Resource"] == "arn:aws:iam::123456789012:role/stackdrop-scheduler"
     boundary = t.boundary()["policy"]["Statement"]
     assert boundary[0] == {"Sid": "AllowAtMost", "Effect": "Allow", "Action": ["*"], "Resource": "*"}
-    sandboxed = iam_check.Template(parameters={"InstanceBoundaryAllowedActions": iam_check.SANDBOX_ALLOWED})
+    sandboxed = tpl.Template(parameters={"InstanceBoundaryAllowedActions": iam_check.SANDBOX_ALLOWED})
     assert sandboxed.boundary()["policy"]["Statement"][0]["Action"] == iam_check.SANDBOX_ALLOWED
 
 

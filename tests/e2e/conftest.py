@@ -1,6 +1,6 @@
 """End-to-end tests: the real AWS CLI uploads bundles to local AWS (moto in server mode), the
-real state machine (statemachine/deploy.asl.json) runs in moto and calls the real Lambda
-binaries under cargo lambda watch. Every assertion reads AWS's own API (boto3), never the
+real state machines (made from infra/template.yaml) run in moto and call the real Lambda
+binaries behind infra/local/lambdas.py. Every assertion reads AWS's own API (boto3), never the
 project's output alone. The environment is started once per session and stopped at the end.
 """
 
