@@ -9,31 +9,10 @@ use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Reservation
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use stackdrop_adapters::{ec2, Kind};
-use stackdrop_core::config::parse_config;
-use stackdrop_core::plan::{plan, Context, InstancePlan, Source};
-use stackdrop_core::validate::ValidBundle;
 
-fn instance_plan() -> InstancePlan {
-    let c = parse_config(
-        br#"{"name":"my-app"}"#,
-        br#"{"name":"jobs","instances":{"worker":{"image":"ami-12345678","type":"t3.micro","code":"."}}}"#,
-    )
-    .unwrap();
-    let src = Source {
-        bucket: "b".into(),
-        key: "k.zip".into(),
-        version_id: Some("v1".into()),
-    };
-    let valid = ValidBundle {
-        config: c,
-        root: String::new(),
-        code_bytes: Default::default(),
-    };
-    plan(&valid, &src, &Context::default())
-        .unwrap()
-        .instances
-        .remove(0)
-}
+#[path = "common/plan.rs"]
+mod plan;
+use plan::instance_plan;
 
 fn no_instances() -> DescribeInstancesOutput {
     DescribeInstancesOutput::builder().build()
