@@ -149,6 +149,8 @@ if ! getent passwd "$SD_USER" >/dev/null; then
   sd_try useradd --create-home --shell /bin/bash -- "$SD_USER"
 fi
 SD_HOME=$(getent passwd "$SD_USER" | cut -d: -f6)
+SD_UID=$(getent passwd "$SD_USER" | cut -d: -f3)
+[ "$SD_UID" != 0 ] || sd_die "user $SD_USER is root (uid 0) on this image; stackdrop never runs the command as root"
 SD_GID=$(getent passwd "$SD_USER" | cut -d: -f4)
 case $SD_HOME in
   /?*) ;;

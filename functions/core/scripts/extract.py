@@ -6,7 +6,8 @@ Reads entry names exactly as the validator does (functions/core/src/bundle.rs): 
 when its bytes are (UTF-8 flag or not), else code page 437; an unsafe name (empty, NUL,
 backslash, absolute, "..", flagged but not UTF-8) refuses the whole bundle; "." and empty
 components are dropped (so "./a//b" is "a/b"); a name ending in "/" or "/." is a folder;
-__MACOSX/ is skipped. Every file whose normalized path starts with PREFIX ("" or "some/dir/",
+__MACOSX/ is skipped; an encrypted file, or one compressed other than stored or deflate, refuses
+the bundle. Every file whose normalized path starts with PREFIX ("" or "some/dir/",
 the bundle root plus the instance's code folder) is written below DEST, and nothing else: no
 file outside DEST, never through a symbolic link, at most MAX_BYTES in all (what validation saw
 in the zip's central directory). Extracting no file at all is a failure. Runs on Python 3.9+.
@@ -17,6 +18,7 @@ import stat
 import sys
 import zipfile
 
+FLAG_ENCRYPTED = 0x1
 FLAG_UTF8 = 0x800
 UNIX = 3
 MACOSX = "__MACOSX"
@@ -68,6 +70,15 @@ def normalize(name):
     return "/".join(p for p in parts if p not in ("", ".")), is_dir
 
 
+def unpackable(info):
+    """Why a file cannot be unpacked as it is (the validator's words), or None."""
+    if info.flag_bits & FLAG_ENCRYPTED:
+        return "is encrypted; stackdrop cannot unpack encrypted files"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return "uses compression method %d; only stored (0) and deflate (8) are supported" % info.compress_type
+    return None
+
+
 def selected(infos, prefix):
     """(info, path below prefix) for every file under prefix, in zip order; Refused on any
     unsafe name, as the validator rejects the bundle for one."""
@@ -81,6 +92,9 @@ def selected(infos, prefix):
         if is_dir or path == "" or path == MACOSX or path.startswith(MACOSX + "/"):
             continue
         if path.startswith(prefix):
+            why = unpackable(info)
+            if why:
+                raise Refused("entry %r %s" % (info.orig_filename, why))
             out.append((info, path[len(prefix):]))
     return out
 

@@ -558,6 +558,11 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
     }));
 
     let root = common_root(&paths);
+    problems.extend(
+        unpackable(&paths, &entries, &root)
+            .into_iter()
+            .map(|why| Problem::file(name, why)),
+    );
     let mut files: Vec<String> = paths
         .iter()
         .filter(|(_, is_dir, _)| !is_dir)
@@ -617,6 +622,37 @@ pub fn read_bundle<S: crate::source::ReadAt + ?Sized>(
         app_json,
         stack_json,
     })
+}
+
+/// Code files the instance could not unpack as they are (encrypted, or compressed with a method
+/// other than stored or deflate), named as the instance's extractor names them; app.json and
+/// stack.json have their own, more precise messages. At most [`MAX_LISTED_NAMES`], in zip order.
+fn unpackable(paths: &[(String, bool, usize)], entries: &[Entry], root: &str) -> Vec<String> {
+    let json = [format!("{root}{APP_JSON}"), format!("{root}{STACK_JSON}")];
+    let why = |entry: &Entry| {
+        if entry.flags & FLAG_ENCRYPTED != 0 {
+            Some("is encrypted; stackdrop cannot unpack encrypted files".to_string())
+        } else if entry.method != STORED && entry.method != DEFLATED {
+            Some(format!(
+                "uses compression method {} ({}); only stored (0) and deflate (8) are supported",
+                entry.method,
+                method_name(entry.method)
+            ))
+        } else {
+            None
+        }
+    };
+    let found: Vec<String> = paths
+        .iter()
+        .filter(|(path, is_dir, _)| !is_dir && !json.contains(path))
+        .filter_map(|&(_, _, i)| Some(format!("entry {:?} {}", entries[i].name, why(&entries[i])?)))
+        .collect();
+    let more = found.len().saturating_sub(MAX_LISTED_NAMES);
+    let mut listed: Vec<String> = found.into_iter().take(MAX_LISTED_NAMES).collect();
+    if more > 0 {
+        listed.push(format!("and {more} more entries that cannot be unpacked"));
+    }
+    listed
 }
 
 /// Files that other entries need as a folder ("a" and "a/b"): no file system can hold both, so
@@ -1724,6 +1760,47 @@ mod tests {
         assert_eq!(
             errors(&raw_zip(&[app, Raw::stored("stack.json", STACK)], false)),
             strings(&["app.json: is encrypted; stackdrop cannot read encrypted files"])
+        );
+    }
+
+    #[test]
+    fn an_encrypted_or_oddly_compressed_code_file_is_refused_naming_the_entry() {
+        let mut secret = Raw::stored("app/key.pem", b"x");
+        secret.flags = FLAG_ENCRYPTED;
+        let mut bz = Raw::stored("app/data.bin", b"y");
+        bz.method = 12;
+        let files = [
+            Raw::stored("app.json", APP),
+            Raw::stored("stack.json", STACK),
+            secret,
+            Raw::stored("app/main.py", b"print(1)"),
+            bz,
+        ];
+        assert_eq!(
+            errors(&raw_zip(&files, false)),
+            strings(&[
+                "stack.zip: entry \"app/key.pem\" is encrypted; stackdrop cannot unpack encrypted files",
+                "stack.zip: entry \"app/data.bin\" uses compression method 12 (bzip2); only stored (0) and deflate (8) are supported",
+            ])
+        );
+    }
+
+    #[test]
+    fn many_encrypted_files_are_listed_up_to_the_limit() {
+        let mut files = vec![
+            Raw::stored("app.json", APP),
+            Raw::stored("stack.json", STACK),
+        ];
+        for i in 0..MAX_LISTED_NAMES + 3 {
+            let mut f = Raw::stored(&format!("f{i:02}"), b"x");
+            f.flags = FLAG_ENCRYPTED;
+            files.push(f);
+        }
+        let errs = errors(&raw_zip(&files, false));
+        assert_eq!(errs.len(), MAX_LISTED_NAMES + 1);
+        assert_eq!(
+            errs.last().unwrap(),
+            "stack.zip: and 3 more entries that cannot be unpacked"
         );
     }
 

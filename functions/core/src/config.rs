@@ -531,23 +531,35 @@ fn ptr_or_root(ptr: &str) -> &str {
     }
 }
 
-/// Parses a JSON file, naming the file, line and column when it is broken.
+/// Parses a JSON file, naming the file, line and column when it is broken, and the object and
+/// line of a key given twice (which plain JSON parsers resolve by silently keeping the last).
 pub fn parse_json(file: &str, bytes: &[u8]) -> Result<Value, Problem> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    serde_json::from_slice(bytes).map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .rfind(" at line ")
-            .map(|i| text[..i].to_string())
-            .unwrap_or(text);
-        Problem::file(
+    crate::json::parse(bytes).map_err(|e| match e {
+        crate::json::Error::Duplicate(d, e) => Problem::new(
             file,
+            d.pointer,
             format!(
-                "invalid JSON at line {}, column {}: {reason}",
-                e.line(),
-                e.column()
+                "the key {:?} appears twice (again at line {}); keep one",
+                d.key,
+                e.line()
             ),
-        )
+        ),
+        crate::json::Error::Syntax(e) => {
+            let text = e.to_string();
+            let reason = text
+                .rfind(" at line ")
+                .map(|i| text[..i].to_string())
+                .unwrap_or(text);
+            Problem::file(
+                file,
+                format!(
+                    "invalid JSON at line {}, column {}: {reason}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }
     })
 }
 
@@ -699,7 +711,9 @@ fn check_instance(
     let user = match m.get("user") {
         None => Some(DEFAULT_USER.to_string()),
         Some(v) => c.string(v, &at("user")).and_then(|s| {
-            let r = if is_user_name(s) {
+            let r = if s == "root" {
+                Err("the command never runs as root: name another user, or leave \"user\" out for ec2-user (created if the image lacks it)".to_string())
+            } else if is_user_name(s) {
                 Ok(s.to_string())
             } else {
                 Err(format!("{s:?} is not a valid user name (up to 32 of a-z, 0-9, \"_\" and \"-\", starting with a letter or \"_\")"))
@@ -1011,6 +1025,21 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_given_twice_is_an_error_not_the_last_one_kept() {
+        let stack = "{\n  \"name\": \"jobs\",\n  \"instances\": {\n    \"worker\": {\"image\": \"ami-12345678\", \"type\": \"t3.micro\", \"code\": \".\"},\n    \"worker\": {\"image\": \"ami-12345678\", \"type\": \"t3.large\", \"code\": \".\"}\n  }\n}";
+        assert_eq!(
+            errors(APP, stack),
+            vec![
+                r#"stack.json: /instances: the key "worker" appears twice (again at line 5); keep one"#
+            ]
+        );
+        assert_eq!(
+            errors(r#"{"name":"a","name":"b"}"#, &stack_with(WORKER)),
+            vec![r#"app.json: the key "name" appears twice (again at line 1); keep one"#]
+        );
+    }
+
+    #[test]
     fn broken_json_names_file_line_and_column() {
         let e = errors(APP, "{\n  \"name\": \"jobs\",\n  \"instances\": {\n}\n,}");
         assert_eq!(
@@ -1225,6 +1254,18 @@ mod tests {
         assert_eq!(
             e,
             r#"stack.json: /instances/worker/code: "/srv/app" must be a relative folder inside the bundle"#
+        );
+    }
+
+    #[test]
+    fn root_is_refused_as_the_user() {
+        assert_eq!(
+            instance_errors(
+                r#"{"image":"ami-12345678","type":"t3.micro","code":".","user":"root"}"#
+            ),
+            vec![
+                r#"stack.json: /instances/worker/user: the command never runs as root: name another user, or leave "user" out for ec2-user (created if the image lacks it)"#
+            ]
         );
     }
 

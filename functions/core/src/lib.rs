@@ -4,6 +4,7 @@
 //!   the central directory and the two JSON files only, never the code.
 //! - [`config`]: the Awsless-compatible `app.json` / `stack.json` model and its validation;
 //!   every problem is reported as `FILE: /json/pointer: message`.
+//! - [`json`]: JSON parsed as written: a key given twice is an error, not "the last wins".
 //! - [`iam_actions`]: IAM's action catalogue (generated, embedded): is `s3:GetObject` an action?
 //! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
 //! - [`plan`]: everything the pipeline creates for a bundle version.
@@ -16,6 +17,7 @@
 pub mod bundle;
 pub mod config;
 pub mod iam_actions;
+pub mod json;
 pub mod lifecycle;
 pub mod naming;
 pub mod pipeline;

@@ -588,7 +588,7 @@ case $me in
       show) case $2 in --property=NRestarts) cat -- "$T/restarts" 2>/dev/null || echo 0 ;; *) cat -- "$T/status" 2>/dev/null || echo 0 ;; esac ;;
     esac ;;
   journalctl) cat -- "$T/app-output" 2>/dev/null || true ;;
-  getent) [ -e "$T/user-exists" ] || exit 2; fail getent; echo "$2:x:1000:1000::$T/home/$2:/bin/bash" ;;
+  getent) [ -e "$T/user-exists" ] || exit 2; fail getent; uid=1000; [ -e "$T/user-uid" ] && uid=$(cat "$T/user-uid"); echo "$2:x:$uid:1000::$T/home/$2:/bin/bash" ;;
   useradd) fail useradd; touch "$T/user-exists"; mkdir -p -- "$T/home/${!#}" ;;
   chown|chgrp) fail "$me" ;;
   sleep) ;;
@@ -1012,6 +1012,17 @@ esac
         r.assert_failed(&format!(
             "step user: bootstrap.sh line {line}: SD_HOME=$(getent passwd \"$SD_USER\" | cut -d: -f6) exited 1"
         ));
+    }
+
+    #[test]
+    fn a_user_that_is_root_on_the_image_fails_before_anything_runs() {
+        // The validator refuses "root"; an image may still give another name uid 0.
+        let w = World::new(&good_bundle());
+        w.set("user-exists", "");
+        w.set("user-uid", "0");
+        let r = w.run(&render(&sample(&[], Some("true"))));
+        r.assert_failed("step user: user ec2-user is root (uid 0) on this image; stackdrop never runs the command as root");
+        assert!(files_under(&w.t().join("home")).is_empty());
     }
 
     #[test]
@@ -1451,6 +1462,21 @@ print(json.dumps(out))
             assert!(!out.status.success(), "{name}");
             assert!(!d.join("outside/x").exists(), "written through {name} link");
         }
+    }
+
+    #[test]
+    fn an_encrypted_code_file_is_refused_by_both_in_the_same_words() {
+        let zip = bundle(&[(b"src/main.sh", 0, b"echo hi"), (b"src/key.pem", 1, b"x")]);
+        let words = "entry \"src/key.pem\" is encrypted; stackdrop cannot unpack encrypted files";
+        let problems = crate::bundle::read_bundle(zip.as_slice(), "b.zip", &Default::default())
+            .expect_err("the validator must refuse it");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].to_string(), format!("b.zip: {words}"));
+        let got = python_extract(&[(zip, "src/".into(), 1 << 20)]);
+        assert_eq!(
+            got[0].as_ref().unwrap_err(),
+            &format!("Refused: entry 'src/key.pem' {}", &words[20..])
+        );
     }
 
     #[test]
