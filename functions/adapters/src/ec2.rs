@@ -15,6 +15,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use stackdrop_core::network::{Placement, Subnet, Vpc, Wanted};
 use stackdrop_core::plan::InstancePlan;
 
 fn ec2_tags(plan: &InstancePlan) -> Vec<Tag> {
@@ -104,6 +105,72 @@ pub async fn describe_image(ec2: &Client, id: &str) -> Result<Option<Image>, Fai
     }
 }
 
+/// What EC2 has of the network the installation asks for: the VPCs it names (its subnets'
+/// VPCs, or the default VPC when it names none) and the subnets to choose from (those named, or
+/// the VPC's). [`stackdrop_core::network::choose`] decides from them.
+pub async fn describe_network(
+    ec2: &Client,
+    wanted: &Wanted,
+) -> Result<(Vec<Vpc>, Vec<Subnet>), Failure> {
+    let subnet_filter = if wanted.subnet_ids.is_empty() {
+        wanted.vpc_id.as_deref().map(|v| filter("vpc-id", &[v]))
+    } else {
+        let ids: Vec<&str> = wanted.subnet_ids.iter().map(String::as_str).collect();
+        Some(filter("subnet-id", &ids))
+    };
+    let mut subnets = Vec::new();
+    if let Some(f) = subnet_filter {
+        let mut pages = ec2.describe_subnets().filters(f).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Failure::aws("DescribeSubnets", e))?;
+            subnets.extend(page.subnets().iter().map(|s| Subnet {
+                id: s.subnet_id().unwrap_or_default().into(),
+                vpc_id: s.vpc_id().unwrap_or_default().into(),
+                availability_zone: s.availability_zone().unwrap_or_default().into(),
+            }));
+        }
+    }
+    let mut vpc_ids: Vec<&str> = wanted.vpc_id.iter().map(String::as_str).collect();
+    vpc_ids.extend(subnets.iter().map(|s| s.vpc_id.as_str()));
+    vpc_ids.sort_unstable();
+    vpc_ids.dedup();
+    let vpc_filter = if vpc_ids.is_empty() {
+        filter("is-default", &["true"])
+    } else {
+        filter("vpc-id", &vpc_ids)
+    };
+    let out = ec2
+        .describe_vpcs()
+        .filters(vpc_filter)
+        .send()
+        .await
+        .map_err(|e| Failure::aws("DescribeVpcs", e))?;
+    let vpcs = out
+        .vpcs()
+        .iter()
+        .map(|v| Vpc {
+            id: v.vpc_id().unwrap_or_default().into(),
+            cidr: v.cidr_block().unwrap_or_default().into(),
+            is_default: v.is_default().unwrap_or(false),
+        })
+        .collect();
+    Ok((vpcs, subnets))
+}
+
+/// Where the plan's instance runs: as validate decided it, or (a plan recorded before
+/// placements existed) the default VPC.
+async fn placement_of(ec2: &Client, plan: &InstancePlan) -> Result<Placement, Failure> {
+    if let Some(p) = &plan.placement {
+        return Ok(p.clone());
+    }
+    let (vpc_id, vpc_cidr) = default_vpc(ec2).await?;
+    Ok(Placement {
+        vpc_id,
+        vpc_cidr,
+        subnet_id: None,
+    })
+}
+
 /// The default VPC: its id and CIDR.
 pub async fn default_vpc(ec2: &Client) -> Result<(String, String), Failure> {
     let out = ec2
@@ -128,7 +195,11 @@ pub async fn ensure_security_group(
     plan: &InstancePlan,
 ) -> Result<(String, bool), Failure> {
     let sg = &plan.security_group;
-    let (vpc_id, cidr) = default_vpc(ec2).await?;
+    let Placement {
+        vpc_id,
+        vpc_cidr: cidr,
+        ..
+    } = placement_of(ec2, plan).await?;
     let found = ec2
         .describe_security_groups()
         .filters(filter("group-name", &[&sg.name]))
@@ -508,6 +579,7 @@ pub async fn launch(
         )
         .min_count(1)
         .max_count(1)
+        .set_subnet_id(plan.placement.as_ref().and_then(|p| p.subnet_id.clone()))
         .client_token(client_token)
         // Also given directly: the template holds both, and some EC2 emulations ignore them there.
         .iam_instance_profile(

@@ -11,6 +11,10 @@ pub enum Kind {
     InvalidInput,
     /// The bundle or its configuration is wrong; the message lists every problem. Not retried.
     InvalidBundle,
+    /// The installation's network (its VpcId / SubnetIds, or the region's default VPC) cannot
+    /// hold instances; the message says what to set. Checked before anything is created. Not
+    /// retried.
+    InvalidNetwork,
     /// The bundle object is gone (deleted before the deploy ran). Not retried.
     BundleNotFound,
     /// A newer version of the bundle took over. The execution stops cleanly.
@@ -42,6 +46,7 @@ impl Kind {
         match self {
             Kind::InvalidInput => "InvalidInput",
             Kind::InvalidBundle => "InvalidBundle",
+            Kind::InvalidNetwork => "InvalidNetwork",
             Kind::BundleNotFound => "BundleNotFound",
             Kind::Superseded => "Superseded",
             Kind::InstanceProfileNotReady => "InstanceProfileNotReady",

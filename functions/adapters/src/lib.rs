@@ -49,6 +49,9 @@ pub struct Settings {
     pub state_machine_arn: Option<String>,
     /// `STACKDROP_SCHEDULER_ROLE_ARN`: the role EventBridge Scheduler starts it with.
     pub scheduler_role_arn: Option<String>,
+    /// `STACKDROP_VPC_ID`, `STACKDROP_SUBNET_IDS` (comma-separated): where instances run
+    /// (both empty: the default VPC).
+    pub network: stackdrop_core::network::Wanted,
 }
 
 impl Settings {
@@ -69,6 +72,10 @@ impl Settings {
                 .unwrap_or_else(|| "us-east-1".into()),
             state_machine_arn: var("STACKDROP_STATE_MACHINE_ARN"),
             scheduler_role_arn: var("STACKDROP_SCHEDULER_ROLE_ARN"),
+            network: stackdrop_core::network::Wanted::parse(
+                &var("STACKDROP_VPC_ID").unwrap_or_default(),
+                &var("STACKDROP_SUBNET_IDS").unwrap_or_default(),
+            ),
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`json`]: JSON parsed as written: a key given twice is an error, not "the last wins".
 //! - [`iam_actions`]: IAM's action catalogue (generated, embedded): is `s3:GetObject` an action?
 //! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
+//! - [`network`]: the VPC and subnets instances run in (the installation's, or the default VPC).
 //! - [`plan`]: everything the pipeline creates for a bundle version.
 //! - [`schedule`]: per-instance schedules: EventBridge Scheduler's expressions and IANA time
 //!   zones (generated list, embedded), checked offline.
@@ -20,6 +21,7 @@ pub mod iam_actions;
 pub mod json;
 pub mod lifecycle;
 pub mod naming;
+pub mod network;
 pub mod pipeline;
 pub mod plan;
 pub mod problem;

@@ -98,6 +98,10 @@ pub struct InstancePlan {
     pub log_group: LogGroupPlan,
     pub security_group: SecurityGroupPlan,
     pub launch_template: LaunchTemplatePlan,
+    /// Its VPC and subnet, decided at validate time from the installation's network (None in a
+    /// plan made offline, or recorded before stackdrop knew networks: the default VPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::network::Placement>,
     /// When EventBridge Scheduler starts and stops it (synced when the deployment is current).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::schedule::Schedule>,
@@ -394,6 +398,7 @@ pub fn plan(valid: &ValidBundle, source: &Source, ctx: &Context) -> Result<Plan,
             wait_for_termination: instance.wait_for_termination,
             code_bytes,
             schedule: instance.schedule.clone(),
+            placement: None,
             deployment: deployment.clone(),
             tags,
             role: RolePlan {

@@ -225,7 +225,22 @@ async fn check(
         }
         planned.launch_template.root_volume.size_gib = image.root_size_gib;
     }
+    place(clients, &mut plan).await?;
     Ok(Ok(plan))
+}
+
+/// Each instance's VPC and subnet, from the installation's network; a network that cannot
+/// hold them fails the deploy here, before anything is created.
+async fn place(clients: &Clients, plan: &mut Plan) -> Result<(), Failure> {
+    let wanted = &clients.settings.network;
+    let (vpcs, subnets) = ec2::describe_network(&clients.ec2, wanted).await?;
+    let network =
+        stackdrop_core::network::choose(wanted, &clients.settings.region, &vpcs, &subnets)
+            .map_err(|why| Failure::new(Kind::InvalidNetwork, why))?;
+    for instance in &mut plan.instances {
+        instance.placement = Some(network.placement(&instance.name));
+    }
+    Ok(())
 }
 
 /// The zip reader is synchronous: it runs on a blocking thread that drives ranged GETs.
