@@ -590,6 +590,23 @@ mod tests {
     }
 
     #[test]
+    fn two_installations_never_share_an_iam_name() {
+        // IAM names are account-wide: the deployment id hashes the bundle's bucket, which is
+        // one installation's, in one region (S3 bucket names are global).
+        let mine = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
+        let other = Source {
+            bucket: "stackdrop-bundles-eu-west-1".into(),
+            ..source()
+        };
+        let theirs = plan(&valid(config(WORKER), ""), &other, &ctx()).unwrap();
+        let (a, b) = (&mine.instances[0], &theirs.instances[0]);
+        assert_ne!(a.role.name, b.role.name);
+        assert_ne!(a.instance_profile, b.instance_profile);
+        assert_ne!(a.launch_template.name, b.launch_template.name);
+        assert_ne!(a.security_group.name, b.security_group.name);
+    }
+
+    #[test]
     fn launch_template_is_secure_by_default() {
         let p = plan(&valid(config(WORKER), ""), &source(), &ctx()).unwrap();
         let lt = &p.instances[0].launch_template;
