@@ -13,13 +13,14 @@ What runs behind the endpoint:
   handler error (cargo-lambda's answer) becomes 200 + ``X-Amz-Function-Error: Unhandled``, as
   Lambda answers, so Step Functions sees a Lambda error (Catch/Retry on errorType) and not a
   retryable server fault.
-* Bootstrap (idempotent): the versioned bundle bucket with EventBridge notifications on, an
-  EventBridge rule on the default bus for its ``Object Created`` / ``Object Deleted`` events, and
-  an SQS queue as the rule's target (moto's EventBridge has no Step Functions target).
-* A bridge thread long-polls that queue and starts the state machine named for the event's
-  detail-type (``stackdrop-deploy`` / ``stackdrop-teardown``) with the whole EventBridge event as
-  input, as an EventBridge rule's Step Functions target does in AWS. Execution names are
-  deterministic per event, so a redelivered message never starts a second execution.
+* Bootstrap (idempotent): the versioned bundle bucket with EventBridge notifications on, the
+  EventBridge rules of infra/template.yaml (rules.py: put into moto with their patterns; their
+  Step Functions targets stay with the bridge, moto has no such target), and a transport rule sending every event of the bucket to an SQS
+  queue (moto's EventBridge has no Step Functions target).
+* A bridge thread long-polls that queue and, for each event, applies the template's rules: every
+  rule whose pattern matches starts its state machine target(s) with the whole EventBridge event
+  as input, as EventBridge's Step Functions target does in AWS (a fresh execution per delivery);
+  an event no rule matches (a lifecycle expiration, another bucket) starts nothing.
 
 moto differences that this file papers over (see ``normalize_event`` and
 ``after_moto_response``): every S3 EventBridge event from moto carries the same fixed ``id``; a
@@ -34,7 +35,7 @@ From Python (tests)::
         env.endpoint  # 'http://127.0.0.1:NNNNN'
     proc = spawn(lambda_url=url)   # as a subprocess; proc.endpoint, proc.stop()
 
-Only the standard library and boto3 (from the project's .venv) are used.
+The standard library, boto3 and moto (from the project's .venv) are used.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ from botocore.exceptions import ClientError
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults as faultlib  # noqa: E402
 import iam_record  # noqa: E402
+import rules as rulelib  # noqa: E402
+import template as tpl  # noqa: E402
 
 PREFIX = "stackdrop-local"
 HEALTH_PATH = "/_stackdrop/health"  # "_stackdrop" is no valid bucket name: no clash with S3 paths
@@ -94,14 +97,9 @@ class Config:
     lambda_url: str = "http://127.0.0.1:9000"  # Lambda runtime emulator (lambdas.py)
     region: str = "us-east-1"
     bucket: str = "stackdrop-bundles"
-    rule_name: str = "stackdrop-bundle-events"
+    rule_name: str = "stackdrop-bundle-events"  # the transport rule: the bucket's events -> queue
     queue_name: str = "stackdrop-bundle-events"
-    state_machines: dict[str, str] = dataclasses.field(
-        default_factory=lambda: {
-            "Object Created": "stackdrop-deploy",
-            "Object Deleted": "stackdrop-teardown",
-        }
-    )
+    template: str = tpl.TEMPLATE  # whose AWS::Events::Rule resources the bridge applies
     retry_seconds: int = 5  # a message whose state machine is missing comes back after this
     poll_seconds: int = 2  # SQS long-poll wait (also bounds how long shutdown waits for the bridge)
     moto_log: str | None = None  # moto's output; None = a file in the temp dir
@@ -520,6 +518,7 @@ class LocalEnv:
         self.faults = faultlib.Faults.from_spec(self.config.faults, self.config.seed)
         self._emitted: dict[tuple, None] = {}  # (detail-type, key, version) bridged once
         self._emitted_lock = threading.Lock()
+        self.rules: list[rulelib.Rule] = rulelib.from_template(self.config.template, self.config.bucket)
         self.ec2_buckets = faultlib.Ec2Buckets() if self.config.ec2_rate_limits else None
         # What the bridge started, newest last (for tests and tools; the last 1000 only).
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
@@ -553,7 +552,8 @@ class LocalEnv:
         return {
             "ready": self.ready, "endpoint": self.endpoint, "moto": self.moto_endpoint,
             "lambda_url": self.config.lambda_url, "bucket": self.config.bucket,
-            "queue_url": self.queue_url, "state_machines": self.config.state_machines,
+            "queue_url": self.queue_url,
+            "rules": {r.name: r.machines() for r in self.rules},
         }
 
     def client(self, service: str, direct: bool = False) -> Any:
@@ -732,11 +732,13 @@ class LocalEnv:
             QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.account = self.queue_arn.split(":")[4]
         events = self.client("events", direct=True)
-        pattern = {
-            "source": ["aws.s3"],
-            "detail-type": sorted(c.state_machines),
-            "detail": {"bucket": {"name": [c.bucket]}},
-        }
+        # The template's rules as it has them (moto checks their patterns), without their Step
+        # Functions targets: moto has none, and raising on one it stops delivering the event to
+        # the bucket's other rules (the transport rule among them). The bridge starts them.
+        for rule in self.rules:
+            events.put_rule(Name=rule.name, EventPattern=json.dumps(rule.pattern), State=rule.state,
+                            Description=rule.description)
+        pattern = {"source": ["aws.s3"], "detail": {"bucket": {"name": [c.bucket]}}}
         rule_arn = events.put_rule(Name=c.rule_name, EventPattern=json.dumps(pattern),
                                    State="ENABLED")["RuleArn"]
         events.put_targets(Rule=c.rule_name, Targets=[{"Id": "bridge-queue", "Arn": self.queue_arn}])
@@ -746,7 +748,8 @@ class LocalEnv:
                            "Action": "sqs:SendMessage", "Resource": self.queue_arn,
                            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]})})
         self.log(f"[4/6] bootstrap: bucket s3://{c.bucket} (versioned, EventBridge on), "
-                 f"rule {c.rule_name} -> queue {c.queue_name}")
+                 f"rules {', '.join(r.name for r in self.rules)} (infra/template.yaml); "
+                 f"transport rule {c.rule_name} -> queue {c.queue_name}")
 
     def _serve_router(self) -> None:
         assert self._router is not None
@@ -763,7 +766,7 @@ class LocalEnv:
         self._bridge_thread = threading.Thread(target=self._bridge_loop, name="stackdrop-bridge",
                                                daemon=True)
         self._bridge_thread.start()
-        machines = ", ".join(f"{k} -> {v}" for k, v in self.config.state_machines.items())
+        machines = ", ".join(f"{r.name} -> {'/'.join(r.machines())}" for r in self.rules)
         self.log(f"[6/6] bridge polling {self.config.queue_name}: {machines}")
 
     # -- the bridge: SQS -> StartExecution ------------------------------------------------------
@@ -806,19 +809,22 @@ class LocalEnv:
             self.log(f"bridge: dropping a message that is no EventBridge event: {body[:200]!r}")
             return True
         detail_type = event["detail-type"]
-        machine = self.config.state_machines.get(detail_type)
-        if machine is None:
-            self.log(f"bridge: ignoring {detail_type!r} event (no state machine configured)")
-            return True
         event = normalize_event(event, body)
         key = event_key(event)
         version = (event.get("detail") or {}).get("object", {}).get("version-id")
         what = f"{detail_type} s3://{(event.get('detail') or {}).get('bucket', {}).get('name')}/" \
                f"{key}" + (f" (version {version})" if version else "")
-        arn = self.find_state_machine(machine)
-        if arn is None:
+        targets = rulelib.machines_for(self.rules, event)
+        if not targets:
+            reason = (event.get("detail") or {}).get("reason")
+            self.log(f"bridge: {what}" + (f" ({reason})" if reason else "") +
+                     ": matches no rule of infra/template.yaml; nothing started")
+            return True
+        arns = {m: self.find_state_machine(m) for _, m in targets}
+        missing = sorted(m for m, arn in arns.items() if arn is None)
+        if missing:
             if attempt <= 2 or attempt % 10 == 0:
-                self.log(f"bridge: {what}: state machine {machine!r} does not exist yet; "
+                self.log(f"bridge: {what}: state machine {missing[0]!r} does not exist yet; "
                          f"message kept, retried every {self.config.retry_seconds}s "
                          f"(attempt {attempt})")
             return False
@@ -834,17 +840,18 @@ class LocalEnv:
                 self._emitted[once] = None
                 while len(self._emitted) > 10000:
                     self._emitted.pop(next(iter(self._emitted)))
-        action = machine.rsplit("-", 1)[-1] if "-" in machine else machine
         deliveries = 2 if self.faults.should("duplicate") else 1
-        for n in range(deliveries):
-            # Like EventBridge's Step Functions target: no execution name, so no de-duplication.
-            name = delivery_name(event, action)
-            exec_arn = self._sfn.start_execution(stateMachineArn=arn, name=name,
-                                                 input=json.dumps(event))["executionArn"]
-            self.bridged.append({"event": event, "state_machine": machine,
-                                 "execution_arn": exec_arn})
-            extra = " (duplicate delivery, injected)" if n else ""
-            self.log(f"bridge: {what} -> {machine} execution {name}{extra}")
+        for rule, machine in targets:
+            action = machine.rsplit("-", 1)[-1] if "-" in machine else machine
+            for n in range(deliveries):
+                # Like EventBridge's Step Functions target: no execution name, so no de-duplication.
+                name = delivery_name(event, action)
+                exec_arn = self._sfn.start_execution(stateMachineArn=arns[machine], name=name,
+                                                     input=json.dumps(event))["executionArn"]
+                self.bridged.append({"event": event, "state_machine": machine, "rule": rule,
+                                     "execution_arn": exec_arn})
+                extra = " (duplicate delivery, injected)" if n else ""
+                self.log(f"bridge: {what} -> rule {rule} -> {machine} execution {name}{extra}")
         return True
 
     def find_state_machine(self, name: str) -> str | None:
@@ -1039,10 +1046,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--bucket", default=d.bucket, help="bundle bucket (default %(default)s)")
     p.add_argument("--queue-name", default=d.queue_name)
     p.add_argument("--rule-name", default=d.rule_name)
-    p.add_argument("--deploy-state-machine", default=d.state_machines["Object Created"],
-                   help="started on Object Created (default %(default)s)")
-    p.add_argument("--teardown-state-machine", default=d.state_machines["Object Deleted"],
-                   help="started on Object Deleted (default %(default)s)")
+    p.add_argument("--template", default=d.template,
+                   help="the deploy template whose EventBridge rules the bridge applies "
+                        "(default %(default)s)")
     p.add_argument("--retry-seconds", type=int, default=d.retry_seconds,
                    help="retry delay of an event whose state machine is missing")
     p.add_argument("--moto-log", default=None, help="moto_server's output file")
@@ -1063,8 +1069,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
                   region=a.region, bucket=a.bucket, queue_name=a.queue_name,
                   rule_name=a.rule_name, retry_seconds=a.retry_seconds, moto_log=a.moto_log,
                   faults=a.faults, seed=a.seed, ec2_rate_limits=not a.no_ec2_rate_limits,
-                  state_machines={"Object Created": a.deploy_state_machine,
-                                  "Object Deleted": a.teardown_state_machine}, guests=a.guests,
+                  template=a.template, guests=a.guests,
                   record_calls=a.record_calls)
 
 

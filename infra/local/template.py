@@ -2,7 +2,8 @@
 
 The local control plane is made from it (dev.py: the state table, the permissions boundary,
 every role with its policies, the state machines from their DefinitionUri with their
-substitutions, each function's environment, timeout and memory), and the IAM check evaluates
+substitutions, each function's environment, timeout and memory; the bridge's rules, rules.py),
+and the IAM check evaluates
 calls against its policies (iam_check.py): a change to the template is exercised by every test.
 
 CloudFormation's short tags (!Ref, !Sub, !GetAtt, ...) are read by a SafeLoader; Ref, GetAtt,
@@ -178,10 +179,10 @@ class Template:
     local control plane is made of (table, roles, state machines, each function's settings)."""
 
     def __init__(self, path: str = TEMPLATE, parameters: dict[str, Any] | None = None,
-                 doc: dict[str, Any] | None = None):
+                 doc: dict[str, Any] | None = None, names: dict[str, str] | None = None):
         self.path = path
         self.doc = doc if doc is not None else load_template(path)
-        self.r = Resolver(self.doc, parameters)
+        self.r = Resolver(self.doc, parameters, names)
         self._policies: dict[str, list[dict[str, Any]]] = {}
         self._boundary: dict[str, Any] | None = None
 

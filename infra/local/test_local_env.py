@@ -27,6 +27,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rules  # noqa: E402
 import stackdrop_local as sl  # noqa: E402
 
 ACCOUNT = "123456789012"
@@ -351,6 +352,27 @@ def test_delete_waits_for_missing_machine_then_starts_teardown(env, tmp_path):
     assert event["detail"]["object"]["key"] == key
     assert event["detail"]["deletion-type"] == "Delete Marker Created"
     assert event["detail"]["object"]["version-id"]
+
+
+def test_the_templates_rules_decide_what_an_event_starts(env):
+    """The rules of infra/template.yaml are in EventBridge as the template has them, and their
+    patterns decide: the bucket's own lifecycle expiring a version starts no teardown."""
+    events = client(env, "events")
+    for rule in rules.from_template():
+        got = events.describe_rule(Name=rule.name)
+        assert json.loads(got["EventPattern"]) == rule.pattern and got["State"] == "ENABLED"
+    create_machine(env, "stackdrop-teardown", TEARDOWN_ASL)
+    sqs = client(env, "sqs")
+    for key, reason in (("expired.zip", "Lifecycle Expiration"), ("removed.zip", "DeleteObject")):
+        sqs.send_message(QueueUrl=env.queue_url, MessageBody=json.dumps({
+            "version": "0", "id": f"e-{key}", "detail-type": "Object Deleted", "source": "aws.s3",
+            "account": ACCOUNT, "time": "2026-01-01T00:00:00Z", "region": REGION,
+            "detail": {"bucket": {"name": BUCKET}, "object": {"key": key, "version-id": "v"},
+                       "reason": reason, "deletion-type": "Permanently Deleted"}}))
+    wait_for(lambda: bridged_for(env, "removed.zip", "stackdrop-teardown"), what="the teardown")
+    wait_for(lambda: any("expired.zip" in line and "matches no rule" in line for line in env.lines),
+             what="the expiration to be dropped")
+    assert not bridged_for(env, "expired.zip")
 
 
 def test_moto_second_event_for_one_upload_is_dropped_but_executions_are_never_deduplicated(env, deploy_machine):
