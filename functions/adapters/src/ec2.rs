@@ -10,13 +10,13 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateSpecification, LaunchTemplateTagSpecificationRequest,
     LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, Tag,
-    TagSpecification, VolumeType,
+    TagSpecification, UserIdGroupPair, VolumeType,
 };
 use aws_sdk_ec2::Client;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use stackdrop_core::network::{Placement, Subnet, Vpc, Wanted};
-use stackdrop_core::plan::InstancePlan;
+use stackdrop_core::plan::{InstancePlan, ENDPOINT};
 
 fn ec2_tags(plan: &InstancePlan) -> Vec<Tag> {
     plan.tags
@@ -33,14 +33,22 @@ fn filter(name: &str, values: &[&str]) -> Filter {
 }
 
 fn owned_by(tags: &[Tag], deployment: &str) -> bool {
+    has_tag(tags, "stackdrop:deployment", deployment)
+}
+
+pub(crate) fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
     tags.iter()
-        .any(|t| t.key() == Some("stackdrop:deployment") && t.value() == Some(deployment))
+        .any(|t| t.key() == Some(key) && t.value() == Some(value))
 }
 
 fn not_ours(what: &str, name: &str, deployment: &str) -> Failure {
+    not_owned(what, name, "stackdrop:deployment", deployment)
+}
+
+fn not_owned(what: &str, name: &str, key: &str, value: &str) -> Failure {
     Failure::new(
         Kind::AwsError,
-        format!("{what} {name} exists but does not carry stackdrop:deployment={deployment}: stackdrop did not create it and will not adopt or delete it"),
+        format!("{what} {name} exists but does not carry {key}={value}: stackdrop did not create it and will not adopt or delete it"),
     )
 }
 
@@ -195,77 +203,113 @@ pub async fn ensure_security_group(
     plan: &InstancePlan,
 ) -> Result<(String, bool), Failure> {
     let sg = &plan.security_group;
-    let Placement {
-        vpc_id,
-        vpc_cidr: cidr,
-        ..
-    } = placement_of(ec2, plan).await?;
+    let placement = placement_of(ec2, plan).await?;
+    let group = Group {
+        name: &sg.name,
+        description: &sg.description,
+        vpc_id: &placement.vpc_id,
+        tags: ec2_tags(plan),
+        owner: ("stackdrop:deployment", &plan.deployment),
+    };
+    let (id, created) = ensure_group(ec2, &group).await?;
+    for rule in &sg.ingress {
+        let permission = IpPermission::builder()
+            .ip_protocol(&rule.protocol)
+            .from_port(rule.port as i32)
+            .to_port(rule.port as i32);
+        let permission = match rule.from.as_str() {
+            ENDPOINT => crate::connect::endpoint_groups(ec2, &placement)
+                .await?
+                .into_iter()
+                .fold(permission, |p, g| {
+                    p.user_id_group_pairs(
+                        UserIdGroupPair::builder()
+                            .group_id(g)
+                            .description(
+                                "stackdrop connect: the VPC's EC2 Instance Connect Endpoint",
+                            )
+                            .build(),
+                    )
+                }),
+            // A plan recorded before connect used the endpoint: the VPC's CIDR.
+            from => permission.ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(if from == "vpc" {
+                        &placement.vpc_cidr
+                    } else {
+                        from
+                    })
+                    .description("stackdrop connect")
+                    .build(),
+            ),
+        };
+        authorize(ec2, &id, permission.build()).await?;
+    }
+    Ok((id, created))
+}
+
+/// A security group stackdrop finds by name in a VPC, or creates, tagged; one with that name
+/// that lacks the `owner` tag is someone else's and refused.
+pub(crate) struct Group<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub vpc_id: &'a str,
+    pub tags: Vec<Tag>,
+    pub owner: (&'a str, &'a str),
+}
+
+/// The group's id, and whether this call created it.
+pub(crate) async fn ensure_group(ec2: &Client, g: &Group<'_>) -> Result<(String, bool), Failure> {
     let found = ec2
         .describe_security_groups()
-        .filters(filter("group-name", &[&sg.name]))
-        .filters(filter("vpc-id", &[&vpc_id]))
+        .filters(filter("group-name", &[g.name]))
+        .filters(filter("vpc-id", &[g.vpc_id]))
         .send()
         .await
         .map_err(|e| Failure::aws("DescribeSecurityGroups", e))?;
-    let (id, created) = match found.security_groups().first() {
-        Some(g) if owned_by(g.tags(), &plan.deployment) => {
-            (g.group_id().unwrap_or_default().to_string(), false)
+    let (key, value) = g.owner;
+    match found.security_groups().first() {
+        Some(found) if has_tag(found.tags(), key, value) => {
+            return Ok((found.group_id().unwrap_or_default().to_string(), false))
         }
-        Some(_) => return Err(not_ours("security group", &sg.name, &plan.deployment)),
-        None => {
-            let res = ec2
-                .create_security_group()
-                .group_name(&sg.name)
-                .description(&sg.description)
-                .vpc_id(&vpc_id)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .set_tags(Some(ec2_tags(plan)))
-                        .build(),
-                )
-                .send()
-                .await;
-            match res {
-                Ok(out) => (out.group_id().unwrap_or_default().to_string(), true),
-                Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {
-                    return Box::pin(ensure_security_group(ec2, plan)).await;
-                }
-                Err(e) => return Err(Failure::aws("CreateSecurityGroup", e)),
-            }
-        }
-    };
-    for rule in &sg.ingress {
-        let from = if rule.from == "vpc" {
-            cidr.clone()
-        } else {
-            rule.from.clone()
-        };
-        let res = ec2
-            .authorize_security_group_ingress()
-            .group_id(&id)
-            .ip_permissions(
-                IpPermission::builder()
-                    .ip_protocol(&rule.protocol)
-                    .from_port(rule.port as i32)
-                    .to_port(rule.port as i32)
-                    .ip_ranges(
-                        IpRange::builder()
-                            .cidr_ip(from)
-                            .description("stackdrop connect")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => {}
-            Err(e) => return Err(Failure::aws("AuthorizeSecurityGroupIngress", e)),
-        }
+        Some(_) => return Err(not_owned("security group", g.name, key, value)),
+        None => {}
     }
-    Ok((id, created))
+    let res = ec2
+        .create_security_group()
+        .group_name(g.name)
+        .description(g.description)
+        .vpc_id(g.vpc_id)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .set_tags(Some(g.tags.clone()))
+                .build(),
+        )
+        .send()
+        .await;
+    match res {
+        Ok(out) => Ok((out.group_id().unwrap_or_default().to_string(), true)),
+        Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {
+            Box::pin(ensure_group(ec2, g)).await
+        }
+        Err(e) => Err(Failure::aws("CreateSecurityGroup", e)),
+    }
+}
+
+/// Adds one ingress permission; one that is there already is fine.
+async fn authorize(ec2: &Client, group_id: &str, permission: IpPermission) -> Result<(), Failure> {
+    let res = ec2
+        .authorize_security_group_ingress()
+        .group_id(group_id)
+        .ip_permissions(permission)
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+        Err(e) => Err(Failure::aws("AuthorizeSecurityGroupIngress", e)),
+    }
 }
 
 /// The launch template data of a plan, given its security group.

@@ -2,6 +2,7 @@
 //! ([`Clients::load`]); every write is create-or-update, so re-running a step changes nothing
 //! that already exists.
 
+pub mod connect;
 pub mod ec2;
 pub mod error;
 pub mod events;

@@ -5,6 +5,7 @@
 //! - [`config`]: the Awsless-compatible `app.json` / `stack.json` model and its validation;
 //!   every problem is reported as `FILE: /json/pointer: message`.
 //! - [`json`]: JSON parsed as written: a key given twice is an error, not "the last wins".
+//! - [`connect`]: the EC2 Instance Connect Endpoint `connect` uses: reuse the VPC's, or create one.
 //! - [`iam_actions`]: IAM's action catalogue (generated, embedded): is `s3:GetObject` an action?
 //! - [`naming`]: resource names, shortened with a stable hash where AWS caps the length.
 //! - [`network`]: the VPC and subnets instances run in (the installation's, or the default VPC).
@@ -17,6 +18,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod connect;
 pub mod iam_actions;
 pub mod json;
 pub mod lifecycle;

@@ -133,7 +133,7 @@ pub struct LogGroupPlan {
 pub struct SecurityGroupPlan {
     pub name: String,
     pub description: String,
-    /// No ingress unless `connect` (SSH from inside the VPC, for EC2 Instance Connect Endpoint).
+    /// No ingress unless `connect`: SSH from the VPC's EC2 Instance Connect Endpoint only.
     /// Egress stays EC2's default (all).
     pub ingress: Vec<Ingress>,
 }
@@ -143,8 +143,23 @@ pub struct SecurityGroupPlan {
 pub struct Ingress {
     pub protocol: String,
     pub port: u16,
-    /// `vpc`: the CIDR of the VPC the instance runs in, resolved when provisioning.
+    /// [`ENDPOINT`]: the security group(s) of the VPC's EC2 Instance Connect Endpoint, found
+    /// or created when provisioning. (`vpc`, in plans recorded before: the VPC's CIDR.)
     pub from: String,
+}
+
+/// [`Ingress::from`] for the VPC's EC2 Instance Connect Endpoint.
+pub const ENDPOINT: &str = "connect-endpoint";
+
+impl Ingress {
+    /// What `connect` opens: SSH from the VPC's EC2 Instance Connect Endpoint.
+    pub fn ssh_from_endpoint() -> Ingress {
+        Ingress {
+            protocol: "tcp".into(),
+            port: 22,
+            from: ENDPOINT.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,11 +397,7 @@ pub fn plan(valid: &ValidBundle, source: &Source, ctx: &Context) -> Result<Plan,
             source,
         );
         let ingress = if config.connect {
-            vec![Ingress {
-                protocol: "tcp".into(),
-                port: 22,
-                from: "vpc".into(),
-            }]
+            vec![Ingress::ssh_from_endpoint()]
         } else {
             vec![]
         };
@@ -764,7 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn connect_opens_ssh_from_the_vpc_only() {
+    fn connect_opens_ssh_from_the_connect_endpoint_only() {
         let c = parse_config(
             br#"{"name":"my-app","defaults":{"instance":{"connect":true}}}"#,
             format!(r#"{{"name":"jobs","instances":{{"worker":{WORKER}}}}}"#).as_bytes(),
@@ -776,7 +787,7 @@ mod tests {
             vec![Ingress {
                 protocol: "tcp".into(),
                 port: 22,
-                from: "vpc".into()
+                from: ENDPOINT.into()
             }]
         );
     }
