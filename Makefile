@@ -9,15 +9,18 @@ export CARGO_TERM_COLOR ?= never
 -include mk/guest.mk
 -include mk/local.mk
 
-.PHONY: help build build-lambdas burst chaos test test-rust test-asl test-template test-e2e test-iam dev demo schema bench fuzz lint lint-scripts fmt clean
+.PHONY: help build-debug build-lambdas burst chaos test test-rust test-asl test-template test-e2e test-iam dev demo schema bench fuzz lint lint-scripts fmt clean
 
-# The five Lambda functions and the CLI (debug: what the local environment runs).
+# The six Lambda functions.
 LAMBDA_PKGS := -p stackdrop-validate -p stackdrop-claim -p stackdrop-provision -p stackdrop-launch -p stackdrop-poll -p stackdrop-finish
+
+# make build and make deploy: the packages and the template for a real account.
+include mk/aws.mk
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## build every crate (debug)
+build-debug: ## build every crate (debug)
 	$(CARGO) build --workspace --locked
 
 # What the local environment runs (infra/local/lambdas.py starts target/debug/stackdrop-*): the

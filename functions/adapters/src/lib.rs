@@ -15,19 +15,22 @@ pub mod store;
 pub use error::{Failure, Kind};
 
 use aws_config::BehaviorVersion;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Every client a step may need, built from one loaded configuration.
-#[derive(Clone)]
+/// The clients a step may need, from one loaded configuration. Each is built the first time
+/// the step asks for it and kept for the life of the process (the sandbox): a function builds,
+/// and links, only the clients it calls.
 pub struct Clients {
-    pub s3: aws_sdk_s3::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub iam: aws_sdk_iam::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub ddb: aws_sdk_dynamodb::Client,
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    pub events: aws_sdk_eventbridge::Client,
-    pub scheduler: aws_sdk_scheduler::Client,
+    conf: aws_config::SdkConfig,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    ec2: OnceLock<aws_sdk_ec2::Client>,
+    iam: OnceLock<aws_sdk_iam::Client>,
+    ssm: OnceLock<aws_sdk_ssm::Client>,
+    ddb: OnceLock<aws_sdk_dynamodb::Client>,
+    logs: OnceLock<aws_sdk_cloudwatchlogs::Client>,
+    events: OnceLock<aws_sdk_eventbridge::Client>,
+    scheduler: OnceLock<aws_sdk_scheduler::Client>,
     pub settings: Settings,
 }
 
@@ -92,7 +95,7 @@ impl Settings {
 impl Clients {
     /// The state store, on this function's table.
     pub fn store(&self) -> store::Store {
-        store::Store::new(self.ddb.clone(), &self.settings.table)
+        store::Store::new(self.ddb().clone(), &self.settings.table)
     }
 
     /// Loads the AWS configuration once (region, credentials, `AWS_ENDPOINT_URL` for local AWS).
@@ -104,21 +107,63 @@ impl Clients {
     }
 
     pub fn from_conf(conf: &aws_config::SdkConfig, settings: Settings) -> Clients {
-        // Path-style S3 addressing works everywhere, and is required by local endpoints.
-        let s3_conf = aws_sdk_s3::config::Builder::from(conf)
-            .force_path_style(conf.endpoint_url().is_some())
-            .build();
         Clients {
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            ec2: aws_sdk_ec2::Client::new(conf),
-            iam: aws_sdk_iam::Client::new(conf),
-            ssm: aws_sdk_ssm::Client::new(conf),
-            ddb: aws_sdk_dynamodb::Client::new(conf),
-            logs: aws_sdk_cloudwatchlogs::Client::new(conf),
-            events: aws_sdk_eventbridge::Client::new(conf),
-            scheduler: aws_sdk_scheduler::Client::new(conf),
+            conf: conf.clone(),
+            s3: OnceLock::new(),
+            ec2: OnceLock::new(),
+            iam: OnceLock::new(),
+            ssm: OnceLock::new(),
+            ddb: OnceLock::new(),
+            logs: OnceLock::new(),
+            events: OnceLock::new(),
+            scheduler: OnceLock::new(),
             settings,
         }
+    }
+
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3.get_or_init(|| {
+            // Path-style S3 addressing works everywhere, and is required by local endpoints.
+            let conf = aws_sdk_s3::config::Builder::from(&self.conf)
+                .force_path_style(self.conf.endpoint_url().is_some())
+                .build();
+            aws_sdk_s3::Client::from_conf(conf)
+        })
+    }
+
+    pub fn ec2(&self) -> &aws_sdk_ec2::Client {
+        self.ec2
+            .get_or_init(|| aws_sdk_ec2::Client::new(&self.conf))
+    }
+
+    pub fn iam(&self) -> &aws_sdk_iam::Client {
+        self.iam
+            .get_or_init(|| aws_sdk_iam::Client::new(&self.conf))
+    }
+
+    pub fn ssm(&self) -> &aws_sdk_ssm::Client {
+        self.ssm
+            .get_or_init(|| aws_sdk_ssm::Client::new(&self.conf))
+    }
+
+    pub fn ddb(&self) -> &aws_sdk_dynamodb::Client {
+        self.ddb
+            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.conf))
+    }
+
+    pub fn logs(&self) -> &aws_sdk_cloudwatchlogs::Client {
+        self.logs
+            .get_or_init(|| aws_sdk_cloudwatchlogs::Client::new(&self.conf))
+    }
+
+    pub fn events(&self) -> &aws_sdk_eventbridge::Client {
+        self.events
+            .get_or_init(|| aws_sdk_eventbridge::Client::new(&self.conf))
+    }
+
+    pub fn scheduler(&self) -> &aws_sdk_scheduler::Client {
+        self.scheduler
+            .get_or_init(|| aws_sdk_scheduler::Client::new(&self.conf))
     }
 }
 

@@ -66,14 +66,14 @@ async fn inventory(
     state: &StackState,
 ) -> Result<Vec<SeenInstance>, Failure> {
     let tags = [("stackdrop:app", app), ("stackdrop:stack", stack)];
-    let mut found = ec2::find_instances(&clients.ec2, &tags, ec2::NOT_GONE).await?;
+    let mut found = ec2::find_instances(clients.ec2(), &tags, ec2::NOT_GONE).await?;
     let missing: Vec<String> = state
         .instances
         .keys()
         .filter(|id| !found.iter().any(|f| &f.id == *id))
         .cloned()
         .collect();
-    found.extend(ec2::describe_instances(&clients.ec2, &missing).await?);
+    found.extend(ec2::describe_instances(clients.ec2(), &missing).await?);
     let mut seen = Vec::new();
     for id in state
         .instances
@@ -118,7 +118,7 @@ async fn apply(
     stack_id: &str,
     plan: &CleanupPlan,
 ) -> Result<bool, Failure> {
-    ec2::terminate(&clients.ec2, &plan.terminate).await?;
+    ec2::terminate(clients.ec2(), &plan.terminate).await?;
     let mut pending = false;
     for dep in &plan.delete_iam_and_template {
         let record = store.deployment(stack_id, dep).await?.unwrap_or_default();
@@ -126,10 +126,10 @@ async fn apply(
             let Ok(p) = store.plan(stack_id, dep, name).await else {
                 continue;
             };
-            iam::delete_role_and_profile(&clients.iam, &p).await?;
-            ec2::delete_template(&clients.ec2, &p).await?;
+            iam::delete_role_and_profile(clients.iam(), &p).await?;
+            ec2::delete_template(clients.ec2(), &p).await?;
             if plan.delete_group.contains(dep) {
-                match ec2::delete_group(&clients.ec2, &p).await {
+                match ec2::delete_group(clients.ec2(), &p).await {
                     Ok(()) => {}
                     Err(e) if e.kind == Kind::CleanupPending => pending = true,
                     Err(e) => return Err(e),

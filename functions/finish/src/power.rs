@@ -31,7 +31,7 @@ pub async fn round(clients: &Clients, s: &ExecutionState) -> Result<FinishProgre
     if let [only] = d.instances.as_slice() {
         tags.push(("stackdrop:instance", only.as_str()));
     }
-    let found = ec2::find_instances(&clients.ec2, &tags, ec2::LIVE_STATES).await?;
+    let found = ec2::find_instances(clients.ec2(), &tags, ec2::LIVE_STATES).await?;
     let start = d.action == OpAction::Start;
     let (target, ask_from): (&str, &[&str]) = if start {
         ("running", &["stopped"])
@@ -43,7 +43,7 @@ pub async fn round(clients: &Clients, s: &ExecutionState) -> Result<FinishProgre
         .filter(|i| ask_from.contains(&i.state.as_str()))
         .map(|i| i.id.clone())
         .collect();
-    ec2::power(&clients.ec2, &ask, start).await?;
+    ec2::power(clients.ec2(), &ask, start).await?;
     for id in ask {
         if !progress.changed.contains(&id) {
             progress.changed.push(id);

@@ -60,7 +60,7 @@ pub async fn report(clients: &Clients, s: &ExecutionState) -> Result<Summary, Fa
         }
     }
     let summary = summarize(s, outcome, error_text, &progress);
-    if let Err(e) = events::publish(&clients.events, &clients.settings.event_bus, &summary).await {
+    if let Err(e) = events::publish(clients.events(), &clients.settings.event_bus, &summary).await {
         // The outcome stands; a missing notification is logged, not fatal.
         tracing::warn!(error = %e, "could not publish the result event");
     }

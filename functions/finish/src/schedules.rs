@@ -27,14 +27,14 @@ pub async fn sync(clients: &Clients, d: &Deployment) -> Result<Option<String>, F
         app: &d.app,
         stack: &d.stack,
     };
-    let existing = match scheduler::existing(&clients.scheduler, &group, &owner).await? {
+    let existing = match scheduler::existing(clients.scheduler(), &group, &owner).await? {
         Group::Foreign(why) => return Ok(Some(why)),
         Group::Missing => None,
         Group::Ours(s) => Some(s),
     };
     if wanted.is_empty() {
         if existing.is_some() {
-            scheduler::delete_group(&clients.scheduler, &group, &owner).await?;
+            scheduler::delete_group(clients.scheduler(), &group, &owner).await?;
         }
         return Ok(None);
     }
@@ -45,11 +45,11 @@ pub async fn sync(clients: &Clients, d: &Deployment) -> Result<Option<String>, F
         )));
     };
     if existing.is_none() {
-        scheduler::ensure_group(&clients.scheduler, &group, &owner).await?;
+        scheduler::ensure_group(clients.scheduler(), &group, &owner).await?;
     }
     let plan = schedules::sync(&wanted, &existing.unwrap_or_default(), &target);
     tracing::info!(%group, create = plan.create.len(), update = plan.update.len(), delete = plan.delete.len(), "schedules");
-    scheduler::apply(&clients.scheduler, &group, &plan, &target).await?;
+    scheduler::apply(clients.scheduler(), &group, &plan, &target).await?;
     Ok(None)
 }
 
@@ -61,5 +61,5 @@ pub async fn delete(clients: &Clients, d: &Deployment) -> Result<Option<String>,
         app: &d.app,
         stack: &d.stack,
     };
-    scheduler::delete_group(&clients.scheduler, &group, &owner).await
+    scheduler::delete_group(clients.scheduler(), &group, &owner).await
 }

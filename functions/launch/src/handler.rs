@@ -30,7 +30,7 @@ pub async fn handle(
     };
     let token = naming::client_token(&plan.deployment, &plan.resource_name, task.attempt);
     let (instance, launched) =
-        ec2::launch(&clients.ec2, &plan, &template_id, version, &token).await?;
+        ec2::launch(clients.ec2(), &plan, &template_id, version, &token).await?;
     let record = Launched {
         deployment: task.deployment.clone(),
         name: task.instance.clone(),
@@ -48,7 +48,7 @@ pub async fn handle(
     {
         if lost.kind == Kind::LeaseLost {
             tracing::warn!(id = %instance.id, "attempt closed while launching: terminating");
-            ec2::terminate(&clients.ec2, std::slice::from_ref(&instance.id)).await?;
+            ec2::terminate(clients.ec2(), std::slice::from_ref(&instance.id)).await?;
         }
         return Err(lost);
     }

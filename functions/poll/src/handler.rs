@@ -33,7 +33,7 @@ pub async fn handle(
         .instance_id
         .clone()
         .ok_or_else(|| Failure::new(Kind::InvalidInput, "poll needs instanceId (from launch)"))?;
-    let instance = ec2::describe_instance(&clients.ec2, &id).await?;
+    let instance = ec2::describe_instance(clients.ec2(), &id).await?;
     let seen = match &instance {
         None => Seen::Unknown,
         Some(i) => Seen::Instance {
@@ -160,7 +160,7 @@ async fn bootstrap_failed(clients: &Clients, task: &InstanceTask, id: &str) -> F
     let prefix = "stackdrop bootstrap failed";
     let mut reason = format!("no reason reached the log stream {stream} (see the console output)");
     for read in 1..=REASON_READS {
-        match logs::last_message(&clients.logs, &group, &stream, prefix).await {
+        match logs::last_message(clients.logs(), &group, &stream, prefix).await {
             Ok(Some(m)) => {
                 reason = m;
                 break;

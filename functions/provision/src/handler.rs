@@ -19,11 +19,11 @@ pub async fn handle(
         .mark_provisioning(&task.stack_id, &task.deployment)
         .await?;
 
-    let role = iam::ensure_role_and_profile(&clients.iam, &plan).await?;
-    let log_group = logs::ensure_log_group(&clients.logs, &plan).await?;
-    let (sg, sg_created) = ec2::ensure_security_group(&clients.ec2, &plan).await?;
+    let role = iam::ensure_role_and_profile(clients.iam(), &plan).await?;
+    let log_group = logs::ensure_log_group(clients.logs(), &plan).await?;
+    let (sg, sg_created) = ec2::ensure_security_group(clients.ec2(), &plan).await?;
     let (template_id, version, lt_created) =
-        ec2::ensure_launch_template(&clients.ec2, &plan, &sg).await?;
+        ec2::ensure_launch_template(clients.ec2(), &plan, &sg).await?;
 
     let created: Vec<&str> = [
         (role.created_role, "role"),

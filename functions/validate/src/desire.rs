@@ -14,7 +14,7 @@ pub async fn record(clients: &Clients, stack_id: &str, op: &Op) -> Result<Desire
             (Some(d), Some(mine)) if d.source == op.source => match &d.version {
                 Some(theirs) => {
                     let (bucket, key) = op.source.split_once('/').unwrap_or_default();
-                    let entries = s3::versions(&clients.s3, bucket, key).await?;
+                    let entries = s3::versions(clients.s3(), bucket, key).await?;
                     lifecycle::order(&entries, mine, theirs)
                 }
                 None => None,

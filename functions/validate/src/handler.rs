@@ -59,7 +59,7 @@ async fn deploy(
     refreshing: Option<String>,
 ) -> Result<Deployment, Failure> {
     let head = s3::head(
-        &clients.s3,
+        clients.s3(),
         &trigger.bucket,
         &trigger.key,
         trigger.alternate_key.as_deref(),
@@ -105,7 +105,7 @@ async fn deploy(
     }
     // A newer version is in the bucket already: this event arrived late. Record nothing.
     if let Some(version) = &source.version_id {
-        let entries = s3::versions(&clients.s3, &source.bucket, &source.key).await?;
+        let entries = s3::versions(clients.s3(), &source.bucket, &source.key).await?;
         if let Some(latest) = s3_latest_other(&entries, version) {
             out.decision = Decision::Superseded;
             out.reason = Some(format!("version {latest} of the bundle is newer"));
@@ -233,7 +233,7 @@ async fn check(
 /// hold them fails the deploy here, before anything is created.
 async fn place(clients: &Clients, plan: &mut Plan) -> Result<(), Failure> {
     let wanted = &clients.settings.network;
-    let (vpcs, subnets) = ec2::describe_network(&clients.ec2, wanted).await?;
+    let (vpcs, subnets) = ec2::describe_network(clients.ec2(), wanted).await?;
     let network =
         stackdrop_core::network::choose(wanted, &clients.settings.region, &vpcs, &subnets)
             .map_err(|why| Failure::new(Kind::InvalidNetwork, why))?;
@@ -250,7 +250,7 @@ async fn read(
     size: u64,
 ) -> Result<Result<ValidBundle, Rejected>, Failure> {
     let object = Arc::new(S3Object {
-        client: clients.s3.clone(),
+        client: clients.s3().clone(),
         bucket: source.bucket.clone(),
         key: source.key.clone(),
         version_id: source.version_id.clone(),
@@ -291,7 +291,7 @@ async fn resolve_images(
     let mut images = Vec::new();
     for instance in &valid.config.instances {
         let at = format!("{}/image", instance.pointer());
-        let ami = match ec2::resolve_image(&clients.ssm, &instance.image.as_image_id()).await? {
+        let ami = match ec2::resolve_image(clients.ssm(), &instance.image.as_image_id()).await? {
             Ok(ami) => ami,
             Err(why) => {
                 problems.push(Problem::new("stack.json", at, why));
@@ -299,7 +299,7 @@ async fn resolve_images(
                 continue;
             }
         };
-        let Some(image) = ec2::describe_image(&clients.ec2, &ami).await? else {
+        let Some(image) = ec2::describe_image(clients.ec2(), &ami).await? else {
             let why =
                 format!("{ami} does not exist in {region} (or is not shared with this account)");
             problems.push(Problem::new("stack.json", at, why));
@@ -371,7 +371,7 @@ async fn reject(clients: &Clients, source: &Source, rejected: Rejected) -> Failu
         attempt: 0,
         duration_seconds: 0.0,
     };
-    if let Err(e) = events::publish(&clients.events, &clients.settings.event_bus, &summary).await {
+    if let Err(e) = events::publish(clients.events(), &clients.settings.event_bus, &summary).await {
         tracing::warn!(error = %e, "could not publish the rejection");
     }
     failure

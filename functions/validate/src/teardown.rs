@@ -23,7 +23,7 @@ pub async fn resolve(clients: &Clients, trigger: Trigger) -> Result<Deployment, 
         return control(clients, &trigger, verb).await;
     }
     let (stack, key) = find_stack(clients, &trigger).await?;
-    let entries = s3::versions(&clients.s3, &trigger.bucket, &key).await?;
+    let entries = s3::versions(clients.s3(), &trigger.bucket, &key).await?;
     let latest = lifecycle::latest(&entries);
     // S3 also reports removing an old version, or a delete marker (which restores the object):
     // the bundle still exists then, so the stack stays. A person asking tears it down anyway.
@@ -118,7 +118,7 @@ async fn reconcile(clients: &Clients, trigger: &Trigger) -> Result<Deployment, F
         ("stackdrop:stack", name),
         ("stackdrop:deployment", current.as_str()),
     ];
-    let found = ec2::find_instances(&clients.ec2, &tags, ec2::LIVE_STATES).await?;
+    let found = ec2::find_instances(clients.ec2(), &tags, ec2::LIVE_STATES).await?;
     let missing: Vec<String> = names
         .iter()
         .filter(|n| !found.iter().any(|f| f.name.as_ref() == Some(*n)))
