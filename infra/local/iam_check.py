@@ -128,6 +128,9 @@ class Check:
                 self.problems.append(f"{rec['function']}: called {rec['service']} {rec['operation']} but is no "
                                      "function of the template")
                 continue
+            wrong = self.wrong_principal(rec, fn["role"])
+            if wrong:
+                self.problems.append(wrong)
             for auth in rec["auth"]:
                 key = json.dumps([rec["function"], auth], sort_keys=True)
                 if key in unique:
@@ -167,6 +170,19 @@ class Check:
             if key not in seen:
                 seen.add(key)
                 self.add(f"service ({why})", role, self.t.role_policies(role), None, auth, why)
+
+    def wrong_principal(self, rec: dict[str, Any], role: str) -> str | None:
+        """A call signed as another role than the function's in the template (the local
+        environment runs each function with its template role's credentials)."""
+        got = rec.get("principal")
+        if not got:
+            return None
+        want = self.t.r.getatt(role, "Arn").rsplit("/", 1)[-1]
+        m = re.match(r"arn:aws:sts::\d+:assumed-role/([^/]+)/", got)
+        if m and m.group(1) == want:
+            return None
+        return f"{rec['function']}: called {rec['service']} {rec['operation']} as {got}, not as its " \
+               f"template role {want} ({role})"
 
     @staticmethod
     def skip(rec: dict[str, Any]) -> str | None:
@@ -330,7 +346,18 @@ def generalize(arn: str) -> str:
     return arn
 
 
-def evaluate(check: Check, results: list[dict[str, Any]]) -> dict[str, Any]:
+PATHS = os.path.join(HERE, "iam_paths.json")
+
+
+def load_paths(path: str = PATHS) -> dict[str, dict[str, str]]:
+    """Per role, actions allowed for a path an end-to-end run may not take, and why."""
+    with open(path, encoding="utf-8") as f:
+        return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+
+
+def evaluate(check: Check, results: list[dict[str, Any]],
+             paths: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    paths = load_paths() if paths is None else paths
     denied, used = [], {}
     for meta, res in zip(check.meta, results):
         a = meta["auth"]
@@ -355,6 +382,7 @@ def evaluate(check: Check, results: list[dict[str, Any]]) -> dict[str, Any]:
             entry["add"] = {"Effect": "Allow", "Action": a["action"], "Resource": generalize(a["resource"])}
         denied.append(entry)
     unused: dict[str, list[str]] = {}
+    untaken: dict[str, list[str]] = {}  # unused, for a path named in iam_paths.json
     for fn in sorted({m["role"] for m in check.meta if not m["who"].startswith("instance")}):
         for pol in check.t.role_policies(fn):
             for st in pol["policy"]["Statement"]:
@@ -363,9 +391,13 @@ def evaluate(check: Check, results: list[dict[str, Any]]) -> dict[str, Any]:
                 actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
                 got = used.get((fn, pol["name"], st.get("Sid")), set())
                 for action in actions:
-                    if action not in got:
-                        unused.setdefault(fn, []).append(f"{action} ({st.get('Sid')})")
-    return {"denied": denied, "problems": check.problems, "unused": unused, "skipped": check.skipped}
+                    if action in got:
+                        continue
+                    why = paths.get(fn, {}).get(action)
+                    (untaken if why else unused).setdefault(fn, []).append(
+                        f"{action} ({st.get('Sid')})" + (f": {why}" if why else ""))
+    return {"denied": denied, "problems": check.problems, "unused": unused, "untaken": untaken,
+            "skipped": check.skipped}
 
 
 def report(out: dict[str, Any], n_records: int, n_jobs: int, seconds: float) -> str:
@@ -396,11 +428,16 @@ def report(out: dict[str, Any], n_records: int, n_jobs: int, seconds: float) -> 
                 lines.append(f"    {k.replace('_', ' ')}: {json.dumps(d[k])}")
         if "add" in d:
             lines.append(f"    statement to add to {d['role']}: {json.dumps(d['add'])}")
-    lines.append("least privilege: actions allowed that no call used")
+    lines.append("least privilege: actions allowed that no call used (remove them, or name the path "
+                 "that needs them in infra/local/iam_paths.json)")
     for role, actions in sorted(out["unused"].items()):
         lines.append(f"    {role}: {', '.join(actions)}")
     if not out["unused"]:
         lines.append("    none")
+    if out.get("untaken"):
+        lines.append("allowed for a path this run did not take (infra/local/iam_paths.json):")
+        for role, actions in sorted(out["untaken"].items()):
+            lines.extend(f"    {role}: {a}" for a in actions)
     lines.append("iam-check: " + ("FAILED" if out["denied"] or out["problems"] else "every call allowed"))
     return "\n".join(lines)
 

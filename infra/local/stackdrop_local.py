@@ -69,6 +69,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import connect_endpoints  # noqa: E402
 import faults as faultlib  # noqa: E402
 import iam_record  # noqa: E402
 import rules as rulelib  # noqa: E402
@@ -399,10 +400,15 @@ class _Handler(BaseHTTPRequestHandler):
             call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body, instance)
         # The client's Host is kept (moto builds URLs such as SQS QueueUrl from it, and those
         # must point back here); the request is otherwise forwarded unchanged.
+        action = faultlib.ec2_action(self.command, self.headers, body)
         try:
-            status, reason, headers, data = self._upstream(
-                "127.0.0.1", env.moto_port, self.path, self._headers_for_upstream(None), body,
-                timeout=300)
+            if action in connect_endpoints.ACTIONS:  # moto has none: answered here
+                status, headers, data = env.connect_endpoints.answer(action, body)
+                reason = None
+            else:
+                status, reason, headers, data = self._upstream(
+                    "127.0.0.1", env.moto_port, self.path, self._headers_for_upstream(None),
+                    body, timeout=300)
         except OSError as e:
             env.log(f"router: moto unreachable for {self.command} {path}: {e}")
             self._reply(502, [("Content-Type", "text/plain")], f"moto unreachable: {e}\n".encode())
@@ -524,10 +530,14 @@ class LocalEnv:
         self.bridged: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.guests: Any = None  # guests.manager.GuestManager when config.guests
         self.standin: Any = None  # standin.BootstrapStandIn otherwise
+        # moto has no EC2 Instance Connect Endpoint API: the router answers it (connect_endpoints.py).
+        self.connect_endpoints = connect_endpoints.ConnectEndpoints(
+            lambda: self.client("ec2", direct=True), self.account, self.config.region)
         self.recorder: iam_record.Recorder | None = None
         if self.config.record_calls:
             self.recorder = iam_record.Recorder(
-                self.config.record_calls, iam_record.Lookup(lambda s: self.client(s, direct=True)),
+                self.config.record_calls,
+                iam_record.Lookup(lambda s: self.client(s, direct=True), self._sts_as),
                 self.account, self.config.region, log=self.log)
 
     # -- public ----------------------------------------------------------------------------
@@ -566,6 +576,13 @@ class LocalEnv:
             config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
                               s3={"addressing_style": "path"}),
         )
+
+    def _sts_as(self, access_key: str) -> Any:
+        """moto's STS, signed with someone's access key (moto checks no signature: whose key it
+        is, is all GetCallerIdentity reads)."""
+        return boto3.session.Session().client(
+            "sts", region_name=self.config.region, endpoint_url=self.moto_endpoint,
+            aws_access_key_id=access_key, aws_secret_access_key="unused")
 
     def set_faults(self, spec: str, seed: int = 0) -> None:
         self.faults = faultlib.Faults.from_spec(spec, seed)

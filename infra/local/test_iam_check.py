@@ -226,3 +226,23 @@ def test_a_state_machine_naming_a_function_the_template_does_not_substitute_fail
     out, text = run(doc=doc)
     assert out["problems"] == ["DeployStateMachine: ../statemachine/deploy.asl.json names ${PollFunctionArn}, "
                                "which its DefinitionSubstitutions lack"], text
+
+
+@needs_engine
+def test_an_unused_action_with_a_named_path_is_listed_apart_from_the_unused():
+    out, text = run()
+    assert "iam:PutRolePermissionsBoundary (WriteInstanceRolesOnlyUnderTheBoundary)" not in \
+        out["unused"].get("ProvisionRole", []), text
+    assert any(a.startswith("iam:PutRolePermissionsBoundary (WriteInstanceRolesOnlyUnderTheBoundary): a role")
+               for a in out["untaken"]["ProvisionRole"]), text
+    assert "allowed for a path this run did not take" in text
+
+
+@needs_engine
+def test_a_call_signed_as_another_role_than_the_functions_fails():
+    calls = copy.deepcopy(CALLS)
+    poll = next(r for r in calls if r["function"] == "stackdrop-poll")
+    poll["principal"] = "arn:aws:sts::123456789012:assumed-role/stackdrop-finish-role/stackdrop-poll"
+    out, text = run(calls)
+    assert any(p.startswith("stackdrop-poll: called") and "not as its template role" in p
+               for p in out["problems"]), text

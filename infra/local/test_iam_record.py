@@ -250,3 +250,45 @@ def test_an_instances_own_calls_are_recorded_under_it_whatever_its_client(tmp_pa
                       target="Logs_20140328.CreateLogStream")
     assert stream["auth"] == [{"action": "logs:CreateLogStream", "context": {},
                                "resource": "arn:aws:logs:us-east-1:123456789012:log-group:/g:log-stream:i-9/app"}]
+
+
+def test_creating_a_connect_endpoint_is_authorized_on_it_its_subnet_groups_and_interface(tmp_path):
+    body = form(**{"Action": "CreateInstanceConnectEndpoint", "SubnetId": "subnet-1", "SecurityGroupId.1": "sg-e",
+                   "TagSpecification.1.ResourceType": "instance-connect-endpoint",
+                   "TagSpecification.1.Tag.1.Key": "stackdrop:connect-endpoint",
+                   "TagSpecification.1.Tag.1.Value": "vpc-1"})
+    data = (b"<CreateInstanceConnectEndpointResponse><instanceConnectEndpoint>"
+            b"<instanceConnectEndpointId>eice-1</instanceConnectEndpointId>"
+            b"<networkInterfaceIdSet><item>eni-9</item></networkInterfaceIdSet>"
+            b"</instanceConnectEndpoint></CreateInstanceConnectEndpointResponse>")
+    (rec,) = record(tmp_path, "ec2", body, data=data)
+    arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:"
+    got = [(a["action"], a["resource"].removeprefix(arn)) for a in rec["auth"]]
+    assert got == [("ec2:CreateInstanceConnectEndpoint", "instance-connect-endpoint/eice-1"),
+                   ("ec2:CreateTags", "instance-connect-endpoint/eice-1"),
+                   ("ec2:CreateInstanceConnectEndpoint", "subnet/subnet-1"),
+                   ("ec2:CreateInstanceConnectEndpoint", "security-group/sg-e"),
+                   ("ec2:CreateNetworkInterface", "subnet/subnet-1"),
+                   ("ec2:CreateNetworkInterface", "security-group/sg-e"),
+                   ("ec2:CreateNetworkInterface", "network-interface/eni-9")]
+    assert rec["auth"][0]["context"]["aws:RequestTag/stackdrop:connect-endpoint"] == "vpc-1"
+    assert rec["auth"][1]["context"]["ec2:CreateAction"] == "CreateInstanceConnectEndpoint"
+    assert not rec.get("unmapped")
+
+
+def test_the_router_records_whose_credentials_signed_each_call(recording_env):
+    """A Lambda runs with its template role's credentials (moto's STS): the record names that
+    role, which iam_check compares with the function's role in the template."""
+    env, path = recording_env
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=env.endpoint, aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/stackdrop-poll-role",
+                            RoleSessionName="stackdrop-poll")["Credentials"]
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=env.endpoint,
+                       aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                       aws_session_token=creds["SessionToken"],
+                       config=BotoConfig(user_agent_extra="aws-sdk-rust/1.0 app/stackdrop-poll"))
+    ec2.describe_instances()
+    r = [json.loads(line) for line in path.read_text().splitlines()][-1]
+    assert (r["function"], r["operation"]) == ("stackdrop-poll", "DescribeInstances")
+    assert r["principal"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/stackdrop-poll-role/stackdrop-poll"

@@ -46,11 +46,13 @@ class Bundles:
     def __init__(self, tmp_path):
         self.tmp = tmp_path
 
-    def make(self, app: str, edit=None, raw_stack: str | None = None) -> str:
+    def make(self, app: str, edit=None, raw_stack: str | None = None, edit_app=None) -> str:
         src = self.tmp / f"src-{uuid.uuid4().hex[:6]}"
         shutil.copytree(HELLO, src)
         app_json = json.loads((src / "app.json").read_text())
         app_json["name"] = app
+        if edit_app:
+            edit_app(app_json)
         (src / "app.json").write_text(json.dumps(app_json))
         stack = json.loads((src / "stack.json").read_text())
         if edit:

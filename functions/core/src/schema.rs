@@ -55,7 +55,7 @@ pub struct AppDefaults {
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceDefaults {
-    /// Allow SSH from inside the VPC (for an EC2 Instance Connect Endpoint). Default false.
+    /// SSH only through the VPC's EC2 Instance Connect Endpoint (made if none). Default false.
     #[serde(default)]
     pub connect: bool,
 }

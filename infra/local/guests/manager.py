@@ -387,7 +387,8 @@ class GuestManager:
             else:
                 ec2.stop_instances(InstanceIds=[iid])
                 r.queue.put(("stop", {}))
-            self.log(f"guests: {iid} shut down from inside (nspawn status {code}): instance "
+            said = f"; its console's last line: {nspawn.last_line(g.this_boots_console())}" if code else ""
+            self.log(f"guests: {iid} shut down from inside (nspawn status {code}{said}): instance "
                      f"{'terminated' if behavior == 'terminate' else 'stopped'} in EC2")
         except Exception as e:
             self.log(f"guests: {iid} shut down from inside; telling EC2 failed: {e!r}")

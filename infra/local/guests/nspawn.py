@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -24,6 +25,23 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_HIERARCHIES = ("systemd", "unified", "memory")  # memory: v1 controller, to measure
 NSPAWN_RUNTIME = "/run/systemd/nspawn"
 REBOOT_EXIT_CODE = 133  # systemd-nspawn's exit status when the guest rebooted itself
+# The guest's systemd says this first on the console: a boot that never printed it never reached
+# the guest (nspawn itself failed on the host).
+BOOTED_MARK = b"running in system mode"
+HOST_START_RETRIES = 2
+
+
+def host_failed_to_start(code: int, console: bytes) -> bool:
+    """Whether nspawn ended with `code` before the guest's own systemd ever ran: a failure of
+    this host (a busy mount, a bridge port, a cgroup), not anything the instance did."""
+    return code not in (0, REBOOT_EXIT_CODE) and BOOTED_MARK not in console
+
+
+def last_line(console: bytes) -> str:
+    """The console's last non-empty line, without terminal colours (for a log line)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.decode("utf-8", "replace"))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(nothing on the console)"
 
 
 def host_has_systemd() -> bool:
@@ -233,6 +251,8 @@ class Guest:
         self._stopping = False
         self._lock = threading.RLock()
         self.boots = 0
+        self.host_retries = 0  # starts again after the host failed to start the guest
+        self._console_at = 0  # where this boot's console output begins
 
     @property
     def running(self) -> bool:
@@ -267,6 +287,7 @@ class Guest:
             self.cgroup.create()
             cmd = nspawn_command(self.spec, self.merged, host_has_systemd())
             with open(self.console_log, "ab") as console:
+                self._console_at = console.tell()
                 self.proc = self._spawn(cmd, stdout=console, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, preexec=self.cgroup.enter)
             self._stopping = False
@@ -283,8 +304,25 @@ class Guest:
         if code == REBOOT_EXIT_CODE:  # the guest rebooted itself: boot it again, as EC2 would
             self.log(f"guests: {self.spec.instance_id} rebooted itself")
             self.start()
+            return
+        console = self.this_boots_console()
+        if host_failed_to_start(code, console) and self.host_retries < HOST_START_RETRIES:
+            self.host_retries += 1
+            self.log(f"guests: {self.spec.instance_id}: the host failed to start its guest (nspawn "
+                     f"status {code}: {last_line(console)}); starting it again "
+                     f"({self.host_retries}/{HOST_START_RETRIES})")
+            time.sleep(0.5 * self.host_retries)
+            self.start()
         elif self.on_exit:
             self.on_exit(self, code)
+
+    def this_boots_console(self) -> bytes:
+        try:
+            with open(self.console_log, "rb") as f:
+                f.seek(self._console_at)
+                return f.read()
+        except OSError:
+            return b""
 
     def stop(self, timeout: float = 20.0) -> None:
         """A clean poweroff (nspawn turns SIGTERM into SIGRTMIN+4 for the guest's systemd);

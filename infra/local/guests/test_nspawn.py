@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from guests import nspawn
 
 SPEC = nspawn.GuestSpec(instance_id="i-0123456789abcdef0", address="169.254.42.7", prefix=16,
@@ -60,3 +62,59 @@ def test_mounts_under_deepest_first(tmp_path, monkeypatch):
         info if p == "/proc/self/mountinfo" else p, *a, **k))
     monkeypatch.setattr(nspawn.os.path, "realpath", lambda p: p)
     assert nspawn.mounts_under("/r/slot0") == ["/r/slot0/i-1/merged/proc", "/r/slot0/i-1/merged"]
+
+
+def test_a_start_the_host_failed_is_told_apart_from_a_guest_that_ran():
+    assert nspawn.host_failed_to_start(255, b"\x1b[0;1;31mFailed to add interface vb-i-01 to bridge\x1b[0m\n")
+    assert not nspawn.host_failed_to_start(255, b"systemd 257 running in system mode (+PAM)\nbye\n")
+    assert not nspawn.host_failed_to_start(0, b"")  # a poweroff before any output is still one
+    assert not nspawn.host_failed_to_start(nspawn.REBOOT_EXIT_CODE, b"")
+    assert nspawn.last_line(b"a\n\x1b[0;1;31mFailed to add interface\x1b[0m\n\n") == "Failed to add interface"
+    assert nspawn.last_line(b"") == "(nothing on the console)"
+
+
+def _guest(tmp_path, scripts, exits, logs):
+    """A Guest whose `systemd-nspawn` is a shell script per start (the overlay and cgroup are
+    left out: what is tested is what happens when the process ends)."""
+    import subprocess
+    import threading
+
+    done = threading.Event()
+
+    def spawn(cmd, stdout, stderr, stdin, preexec):
+        return subprocess.Popen(["sh", "-c", scripts.pop(0)], stdout=stdout, stderr=stderr, stdin=stdin)
+
+    def on_exit(g, code):
+        exits.append(code)
+        done.set()
+
+    g = nspawn.Guest(SPEC, str(tmp_path / "rootfs"), str(tmp_path / "run"), str(tmp_path / "cg"), spawn,
+                     log=logs.append, on_exit=on_exit)
+    g.mount = lambda: os.makedirs(g.dir, exist_ok=True)
+    g.cgroup.create = lambda: None
+    return g, done
+
+
+def test_nspawn_failing_before_the_guest_booted_is_started_again_then_given_up(tmp_path):
+    exits, logs = [], []
+    g, done = _guest(tmp_path, ["echo 'Failed to add interface vb-x to bridge sdbr0: Device busy' >&2; exit 255",
+                                "echo 'systemd 257 running in system mode'; exit 0"], exits, logs)
+    g.start()
+    assert done.wait(20)
+    assert exits == [0] and g.boots == 2 and g.host_retries == 1
+    assert any("the host failed to start its guest (nspawn status 255: Failed to add interface vb-x to bridge "
+               "sdbr0: Device busy); starting it again (1/2)" in line for line in logs), logs
+
+    exits, logs = [], []
+    g, done = _guest(tmp_path, ["exit 255"] * 3, exits, logs)
+    g.start()
+    assert done.wait(20)
+    assert exits == [255] and g.boots == 3  # twice more, then the instance stops
+
+
+def test_a_guest_that_booted_and_died_is_not_started_again(tmp_path):
+    exits, logs = [], []
+    g, done = _guest(tmp_path, ["echo 'systemd 257 running in system mode'; exit 1"], exits, logs)
+    g.start()
+    assert done.wait(20)
+    assert exits == [1] and g.boots == 1 and g.host_retries == 0
