@@ -53,7 +53,14 @@ async fn load(
     };
     let records = store.deployments(stack_id).await.map_err(fatal)?;
     let executions = crate::executions::recent(sfn, &records, 5).await;
-    let schedules = schedules(scheduler, stack_id).await;
+    // The installation's bucket, from what it deployed (its schedule group is tagged with it).
+    let bucket = current
+        .as_ref()
+        .or(desired.as_ref())
+        .or(records.first())
+        .map(|d| bucket_of(&d.source).to_string())
+        .unwrap_or_default();
+    let schedules = schedules(scheduler, stack_id, &bucket).await;
     Ok(Some(Status {
         stack_id: stack_id.to_string(),
         stack,
@@ -65,11 +72,16 @@ async fn load(
 }
 
 /// The stack's schedules as Scheduler has them (a line saying why, if it cannot tell).
-async fn schedules(scheduler: &aws_sdk_scheduler::Client, stack_id: &str) -> Vec<String> {
+async fn schedules(
+    scheduler: &aws_sdk_scheduler::Client,
+    stack_id: &str,
+    bucket: &str,
+) -> Vec<String> {
     use stackdrop_adapters::scheduler::{existing, Group, Owner};
     let (app, stack) = stack_id.split_once('/').unwrap_or_default();
     let group = stackdrop_core::naming::schedule_group(app, stack);
-    match existing(scheduler, &group, &Owner { app, stack }).await {
+    let owner = Owner { app, stack, bucket };
+    match existing(scheduler, &group, &owner, false).await {
         Ok(Group::Ours(mut found)) => {
             found.sort_by(|a, b| a.name.cmp(&b.name));
             found
@@ -81,6 +93,12 @@ async fn schedules(scheduler: &aws_sdk_scheduler::Client, stack_id: &str) -> Vec
         Ok(Group::Foreign(why)) => vec![why],
         Err(e) => vec![format!("unknown ({})", e.message)],
     }
+}
+
+/// `s3://BUCKET/KEY...` -> `BUCKET`.
+fn bucket_of(source: &str) -> &str {
+    let rest = source.strip_prefix("s3://").unwrap_or(source);
+    rest.split('/').next().unwrap_or_default()
 }
 
 async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
@@ -264,4 +282,14 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bucket_of_a_source() {
+        assert_eq!(super::bucket_of("s3://bundles-1/app.zip"), "bundles-1");
+        assert_eq!(super::bucket_of("s3://b/dir/k.zip"), "b");
+        assert_eq!(super::bucket_of(""), "");
+    }
 }

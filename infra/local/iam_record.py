@@ -757,6 +757,10 @@ class Recorder:
     def _map_scheduler_ListTagsForResource(self, call, status, data, facts):
         return [{"action": "scheduler:ListTagsForResource", "resource": self._name(call), "context": {}}]
 
+    def _map_scheduler_TagResource(self, call, status, data, facts):
+        tags = {t["Key"]: t["Value"] for t in (call.json or {}).get("Tags") or []}
+        return [{"action": "scheduler:TagResource", "resource": self._name(call), "context": tag_context(tags)}]
+
     def _schedule(action: str, passes: bool):  # noqa: N805
         def mapper(self, call, status, data, facts):
             out = [{"action": action, "resource": self.schedule_arn(call), "context": {}}]

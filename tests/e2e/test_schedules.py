@@ -47,6 +47,7 @@ def test_deploy_creates_updates_and_teardown_deletes_the_stacks_schedules(sd, bu
     tags = sd.client("scheduler").list_tags_for_resource(ResourceArn=stop["Arn"].replace(
         "schedule/", "schedule-group/").rsplit("/", 1)[0])["Tags"]
     assert {"Key": "stackdrop:stack", "Value": "hello"} in tags, tags
+    assert {"Key": "stackdrop:source", "Value": BUCKET} in tags, tags  # this installation's
 
     # The schedules fire as EventBridge Scheduler would: their own input, the stop delivered twice.
     (inst,) = live_instances(sd, app)
@@ -74,16 +75,22 @@ def test_deploy_creates_updates_and_teardown_deletes_the_stacks_schedules(sd, bu
     assert nothing(leftovers(sd, app))
 
 
-def test_a_schedule_group_stackdrop_did_not_create_is_never_used_or_deleted(sd, bundles):
+@pytest.mark.parametrize("whose", ["someone else", "another installation"])
+def test_a_schedule_group_stackdrop_did_not_create_is_never_used_or_deleted(sd, bundles, whose):
     app = unique("e2e-foreign")
     key = f"{app}.zip"
     sch = sd.client("scheduler")
     group = f"stackdrop--{app}--hello"
-    sch.create_schedule_group(Name=group, Tags=[{"Key": "owner", "Value": "someone-else"}])
+    tags, says = {  # another installation: a second bundle bucket in this region, same app and stack
+        "someone else": ({"owner": "someone-else"}, "not created by stackdrop"),
+        "another installation": ({"stackdrop:app": app, "stackdrop:stack": "hello", "stackdrop:source": "other-bundles"},
+                                 "another stackdrop installation (bucket other-bundles)"),
+    }[whose]
+    sch.create_schedule_group(Name=group, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
     upload(sd, bundles.make(app, scheduled(OFFICE_HOURS)), key)
     outs = outputs(settle(sd, key))
     done = [o for o in outs if o["status"] == "succeeded"]
-    assert done and "not created by stackdrop" in done[0]["warning"], outs
+    assert done and says in done[0]["warning"], outs
     assert sch.list_schedules(GroupName=group)["Schedules"] == []
     sd.aws("s3", "rm", f"s3://{BUCKET}/{key}")
     settle(sd, key)

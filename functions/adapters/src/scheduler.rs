@@ -8,15 +8,17 @@ use aws_sdk_scheduler::types::{
     FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Tag, Target as SdkTarget,
 };
 use aws_sdk_scheduler::Client;
-use stackdrop_core::schedules::{Existing, Sync, Target, Wanted};
+use stackdrop_core::schedules::{self, Existing, GroupOwner, Sync, Target, Wanted};
 
 const NOT_FOUND: &str = "ResourceNotFoundException";
 const CONFLICT: &str = "ConflictException";
 
-/// The stack a group belongs to: its `stackdrop:app` and `stackdrop:stack` tags.
+/// The stack a group belongs to: its `stackdrop:app` and `stackdrop:stack` tags, and the
+/// installation's bundle bucket (`stackdrop:source`).
 pub struct Owner<'a> {
     pub app: &'a str,
     pub stack: &'a str,
+    pub bucket: &'a str,
 }
 
 /// What is in the stack's group's place.
@@ -28,14 +30,20 @@ pub enum Group {
     Ours(Vec<Existing>),
 }
 
-/// The stack's group and its schedules.
-pub async fn existing(client: &Client, group: &str, owner: &Owner<'_>) -> Result<Group, Failure> {
+/// The stack's group and its schedules. `claim`: a group of the stack made before groups named
+/// their installation is tagged with this one's bucket now (finish does; a read-only caller not).
+pub async fn existing(
+    client: &Client,
+    group: &str,
+    owner: &Owner<'_>,
+    claim: bool,
+) -> Result<Group, Failure> {
     let arn = match client.get_schedule_group().name(group).send().await {
         Ok(out) => out.arn().unwrap_or_default().to_string(),
         Err(e) if code_of(&e) == Some(NOT_FOUND) => return Ok(Group::Missing),
         Err(e) => return Err(Failure::aws("Scheduler GetScheduleGroup", e)),
     };
-    if let Some(why) = not_ours(client, group, &arn, owner).await? {
+    if let Some(why) = not_ours(client, group, &arn, owner, claim).await? {
         return Ok(Group::Foreign(why));
     }
     let mut names = Vec::new();
@@ -80,11 +88,15 @@ pub async fn existing(client: &Client, group: &str, owner: &Owner<'_>) -> Result
     Ok(Group::Ours(out))
 }
 
+/// Why the group is not the stack's in this installation ([`schedules::group_owner`] decides);
+/// with `claim`, a group made before groups named their installation gets its
+/// `stackdrop:source` tag now.
 async fn not_ours(
     client: &Client,
     group: &str,
     arn: &str,
     owner: &Owner<'_>,
+    claim: bool,
 ) -> Result<Option<String>, Failure> {
     let tags = client
         .list_tags_for_resource()
@@ -92,27 +104,44 @@ async fn not_ours(
         .send()
         .await
         .map_err(|e| Failure::aws("Scheduler ListTagsForResource", e))?;
-    let has = |k: &str, v: &str| tags.tags().iter().any(|t| t.key() == k && t.value() == v);
-    if has("stackdrop:app", owner.app) && has("stackdrop:stack", owner.stack) {
-        return Ok(None);
+    let tags: Vec<(String, String)> = tags
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    match schedules::group_owner(&tags, group, owner.app, owner.stack, owner.bucket) {
+        GroupOwner::Ours => Ok(None),
+        GroupOwner::Foreign(why) => Ok(Some(why)),
+        GroupOwner::OursUntagged if !claim => Ok(None),
+        GroupOwner::OursUntagged => {
+            client
+                .tag_resource()
+                .resource_arn(arn)
+                .tags(tag(schedules::SOURCE_TAG, owner.bucket)?)
+                .send()
+                .await
+                .map_err(|e| Failure::aws("Scheduler TagResource", e))?;
+            Ok(None)
+        }
     }
-    Ok(Some(format!("schedule group {group} exists but was not created by stackdrop for {}/{} (no matching stackdrop:app/stackdrop:stack tags): its schedules were neither created nor deleted; rename or remove that group and deploy again", owner.app, owner.stack)))
+}
+
+fn tag(k: &str, v: &str) -> Result<Tag, Failure> {
+    Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))
 }
 
 /// Creates the stack's group (tagged with the stack) if it does not exist yet.
 pub async fn ensure_group(client: &Client, group: &str, owner: &Owner<'_>) -> Result<(), Failure> {
-    let tag = |k: &str, v: &str| {
-        Tag::builder()
-            .key(k)
-            .value(v)
-            .build()
-            .map_err(|e| Failure::new(Kind::AwsError, e.to_string()))
-    };
     let res = client
         .create_schedule_group()
         .name(group)
-        .tags(tag("stackdrop:app", owner.app)?)
-        .tags(tag("stackdrop:stack", owner.stack)?)
+        .tags(tag(schedules::APP_TAG, owner.app)?)
+        .tags(tag(schedules::STACK_TAG, owner.stack)?)
+        .tags(tag(schedules::SOURCE_TAG, owner.bucket)?)
         .send()
         .await;
     match res {
@@ -229,7 +258,7 @@ pub async fn delete_group(
     group: &str,
     owner: &Owner<'_>,
 ) -> Result<Option<String>, Failure> {
-    let schedules = match existing(client, group, owner).await? {
+    let schedules = match existing(client, group, owner, false).await? {
         Group::Missing => return Ok(None),
         Group::Foreign(why) => return Ok(Some(why)),
         Group::Ours(s) => s,

@@ -114,6 +114,46 @@ fn same(w: &Wanted, e: &Existing, target: &Target) -> bool {
         && target.role_arn == e.role_arn
 }
 
+/// Tag keys on a stack's schedule group: the stack, and the installation (its bundle bucket).
+pub const APP_TAG: &str = "stackdrop:app";
+pub const STACK_TAG: &str = "stackdrop:stack";
+pub const SOURCE_TAG: &str = "stackdrop:source";
+
+/// Whose a schedule group of the stack's name is, from its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOwner {
+    /// This stack's, in this installation.
+    Ours,
+    /// This stack's, made before groups named their installation: ours, to be tagged with it.
+    OursUntagged,
+    /// Someone else's, or another installation's (two buckets in one region deploying the same
+    /// app and stack): never used, never deleted. Why, as the deploy's warning says it.
+    Foreign(String),
+}
+
+/// Decides from the group's tags whether the stack (`app`/`stack`) deployed from `bucket` owns it.
+pub fn group_owner(
+    tags: &[(String, String)],
+    group: &str,
+    app: &str,
+    stack: &str,
+    bucket: &str,
+) -> GroupOwner {
+    let tag = |k: &str| {
+        tags.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if tag(APP_TAG) != Some(app) || tag(STACK_TAG) != Some(stack) {
+        return GroupOwner::Foreign(format!("schedule group {group} exists but was not created by stackdrop for {app}/{stack} (no matching stackdrop:app/stackdrop:stack tags): its schedules were neither created nor deleted; rename or remove that group and deploy again"));
+    }
+    match tag(SOURCE_TAG) {
+        None => GroupOwner::OursUntagged,
+        Some(b) if b == bucket => GroupOwner::Ours,
+        Some(other) => GroupOwner::Foreign(format!("schedule group {group} belongs to {app}/{stack} of another stackdrop installation (bucket {other}) in this region: its schedules were neither created nor deleted; give the app another name in this installation to schedule it")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +278,49 @@ mod tests {
             let mut changed = e.clone();
             change(&mut changed);
             assert_eq!(sync(&w, &[changed], &target()).update.len(), 1);
+        }
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_the_stacks_in_this_installation_only() {
+        let ours = tags(&[(APP_TAG, "a"), (STACK_TAG, "s"), (SOURCE_TAG, "bundles-1")]);
+        assert_eq!(
+            group_owner(&ours, "g", "a", "s", "bundles-1"),
+            GroupOwner::Ours
+        );
+        // Another installation's group for the same app and stack, in the same region.
+        let GroupOwner::Foreign(why) = group_owner(&ours, "g", "a", "s", "bundles-2") else {
+            panic!("another installation's group taken as ours");
+        };
+        assert!(
+            why.contains("another stackdrop installation (bucket bundles-1)"),
+            "{why}"
+        );
+        // Made before groups named their installation.
+        let old = tags(&[(APP_TAG, "a"), (STACK_TAG, "s")]);
+        assert_eq!(
+            group_owner(&old, "g", "a", "s", "bundles-2"),
+            GroupOwner::OursUntagged
+        );
+        for other in [
+            tags(&[]),
+            tags(&[(APP_TAG, "a")]),
+            tags(&[(APP_TAG, "a"), (STACK_TAG, "other")]),
+            tags(&[(APP_TAG, "b"), (STACK_TAG, "s"), (SOURCE_TAG, "bundles-1")]),
+        ] {
+            let GroupOwner::Foreign(why) = group_owner(&other, "g", "a", "s", "bundles-1") else {
+                panic!("{other:?} taken as ours");
+            };
+            assert!(
+                why.starts_with("schedule group g exists but was not created by stackdrop for a/s")
+            );
         }
     }
 }

@@ -26,8 +26,9 @@ pub async fn sync(clients: &Clients, d: &Deployment) -> Result<Option<String>, F
     let owner = Owner {
         app: &d.app,
         stack: &d.stack,
+        bucket: &d.source.bucket,
     };
-    let existing = match scheduler::existing(clients.scheduler(), &group, &owner).await? {
+    let existing = match scheduler::existing(clients.scheduler(), &group, &owner, true).await? {
         Group::Foreign(why) => return Ok(Some(why)),
         Group::Missing => None,
         Group::Ours(s) => Some(s),
@@ -60,6 +61,7 @@ pub async fn delete(clients: &Clients, d: &Deployment) -> Result<Option<String>,
     let owner = Owner {
         app: &d.app,
         stack: &d.stack,
+        bucket: &d.source.bucket,
     };
     scheduler::delete_group(clients.scheduler(), &group, &owner).await
 }
