@@ -17,6 +17,11 @@ import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# Where the SDK's TLS client finds its CA certificates (rustls-native-certs reads them while the
+# config loads, in init). Default: this host's (Debian: one bundle file and a directory of ~290
+# hashed links, each read). --al2023-certs: one bundle file only, as provided.al2023 has
+# (/etc/pki/tls/certs holds the bundle and its trust variant).
+CERTS: dict[str, str] = {}
 BINARIES = ["hello-lambda", "stackdrop-validate", "stackdrop-provision", "stackdrop-launch",
             "stackdrop-poll", "stackdrop-finish", "stackdrop-claim"]
 
@@ -57,6 +62,7 @@ def init_time(path: str) -> float:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        **CERTS,
     }
     t0 = time.perf_counter()
     proc = subprocess.Popen([path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,7 +86,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="target/release")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--al2023-certs", action="store_true",
+                    help="CA certificates as provided.al2023 has them: one bundle file, no hashed directory")
     args = ap.parse_args()
+    if args.al2023_certs:
+        import tempfile
+        CERTS.update(SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt", SSL_CERT_DIR=tempfile.mkdtemp())
     print("| binary | stripped size | zipped | init time (median of %d) | min |" % args.runs)
     print("|---|---:|---:|---:|---:|")
     for name in BINARIES:
