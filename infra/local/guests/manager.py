@@ -185,6 +185,7 @@ class GuestManager:
             threading.Thread(target=self._imds.serve_forever, kwargs={"poll_interval": 0.2},
                              name="stackdrop-imds", daemon=True).start()
             nspawn.ensure_nspawn_runtime()
+            nspawn.ensure_inotify_instances(self.log)
             self._spawner = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="stackdrop-guest-spawner")
         except BaseException:

@@ -31,6 +31,37 @@ BOOTED_MARK = b"running in system mode"
 HOST_START_RETRIES = 2
 
 
+INOTIFY_INSTANCES = "/proc/sys/fs/inotify/max_user_instances"
+# Each guest's systemd and its services hold about 8 inotify instances, all of them root's on the
+# host (no user namespace): the kernel's default of 128 stops the ~16th guest, whose systemd
+# exits at once ("Exiting PID 1..."; status 255).
+INOTIFY_INSTANCES_WANTED = 8192
+
+
+def ensure_inotify_instances(log: Callable[[str], None], wanted: int = INOTIFY_INSTANCES_WANTED,
+                             path: str = INOTIFY_INSTANCES) -> int | None:
+    """Raises the host's fs.inotify.max_user_instances to `wanted` if it is lower (a limit, not a
+    reservation: nothing is used until a guest uses it; left raised). Returns the old value, if
+    it raised it."""
+    try:
+        with open(path) as f:
+            have = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    if have >= wanted:
+        return None
+    try:
+        with open(path, "w") as f:
+            f.write(str(wanted))
+    except OSError as e:
+        log(f"guests: fs.inotify.max_user_instances is {have} and could not be raised ({e}): "
+            f"about {have // 8} guests can run at once")
+        return None
+    log(f"guests: raised fs.inotify.max_user_instances {have} -> {wanted} (each guest's systemd "
+        f"holds about 8; at {have} the ~{have // 8}th guest could not boot)")
+    return have
+
+
 def host_failed_to_start(code: int, console: bytes) -> bool:
     """Whether nspawn ended with `code` before the guest's own systemd ever ran: a failure of
     this host (a busy mount, a bridge port, a cgroup), not anything the instance did."""

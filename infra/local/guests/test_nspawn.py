@@ -118,3 +118,13 @@ def test_a_guest_that_booted_and_died_is_not_started_again(tmp_path):
     g.start()
     assert done.wait(20)
     assert exits == [1] and g.boots == 1 and g.host_retries == 0
+
+
+def test_the_inotify_limit_is_raised_for_many_guests_never_lowered(tmp_path):
+    limit, logs = tmp_path / "max_user_instances", []
+    limit.write_text("128\n")
+    assert nspawn.ensure_inotify_instances(logs.append, 8192, str(limit)) == 128
+    assert limit.read_text() == "8192" and "128 -> 8192" in logs[0]
+    limit.write_text("65536\n")
+    assert nspawn.ensure_inotify_instances(logs.append, 8192, str(limit)) is None
+    assert limit.read_text() == "65536\n" and len(logs) == 1
