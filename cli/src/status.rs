@@ -4,6 +4,7 @@ use crate::Fatal;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stackdrop_adapters::store::{DeploymentRecord, Store};
 use stackdrop_core::lifecycle::StackState;
+use stackdrop_core::plan::Source;
 use std::time::Duration;
 
 #[derive(serde::Serialize)]
@@ -58,7 +59,7 @@ async fn load(
         .as_ref()
         .or(desired.as_ref())
         .or(records.first())
-        .map(|d| bucket_of(&d.source).to_string())
+        .map(|d| Source::bucket_of_uri(&d.source).to_string())
         .unwrap_or_default();
     let schedules = schedules(scheduler, stack_id, &bucket).await;
     Ok(Some(Status {
@@ -81,24 +82,18 @@ async fn schedules(
     let (app, stack) = stack_id.split_once('/').unwrap_or_default();
     let group = stackdrop_core::naming::schedule_group(app, stack);
     let owner = Owner { app, stack, bucket };
-    match existing(scheduler, &group, &owner, false).await {
-        Ok(Group::Ours(mut found)) => {
+    match existing(scheduler, &group, &owner).await {
+        Ok(Group::Foreign(why)) => vec![why],
+        Ok(group) => {
+            let mut found = group.schedules().unwrap_or_default();
             found.sort_by(|a, b| a.name.cmp(&b.name));
             found
                 .iter()
                 .map(|s| format!("{} {} {}", s.name, s.expression, s.timezone))
                 .collect()
         }
-        Ok(Group::Missing) => vec![],
-        Ok(Group::Foreign(why)) => vec![why],
         Err(e) => vec![format!("unknown ({})", e.message)],
     }
-}
-
-/// `s3://BUCKET/KEY...` -> `BUCKET`.
-fn bucket_of(source: &str) -> &str {
-    let rest = source.strip_prefix("s3://").unwrap_or(source);
-    rest.split('/').next().unwrap_or_default()
 }
 
 async fn all_stacks(store: &Store) -> Result<Vec<String>, Fatal> {
@@ -282,14 +277,4 @@ pub fn run(stack: Option<String>, watch: bool, json: bool, table: String) -> Res
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_bucket_of_a_source() {
-        assert_eq!(super::bucket_of("s3://bundles-1/app.zip"), "bundles-1");
-        assert_eq!(super::bucket_of("s3://b/dir/k.zip"), "b");
-        assert_eq!(super::bucket_of(""), "");
-    }
 }

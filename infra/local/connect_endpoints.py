@@ -56,21 +56,22 @@ def filters(params: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
+# Filter name -> the endpoint's values for it (tag:K is looked up on the endpoint's tags).
+FILTERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "vpc-id": lambda e: [e["vpc_id"]],
+    "subnet-id": lambda e: [e["subnet_id"]],
+    "state": lambda e: [e["state"]],
+    "instance-connect-endpoint-id": lambda e: [e["id"]],
+    "tag-key": lambda e: list(e["tags"]),
+}
+
+
 def matches(endpoint: dict[str, Any], wanted: dict[str, list[str]]) -> bool:
     for name, values in wanted.items():
-        if name == "vpc-id":
-            have = [endpoint["vpc_id"]]
-        elif name == "subnet-id":
-            have = [endpoint["subnet_id"]]
-        elif name == "state":
-            have = [endpoint["state"]]
-        elif name == "instance-connect-endpoint-id":
-            have = [endpoint["id"]]
-        elif name == "tag-key":
-            have = list(endpoint["tags"])
-        elif name.startswith("tag:"):
-            key = name[4:]
-            have = [endpoint["tags"][key]] if key in endpoint["tags"] else []
+        if name.startswith("tag:"):
+            have = [endpoint["tags"][name[4:]]] if name[4:] in endpoint["tags"] else []
+        elif name in FILTERS:
+            have = FILTERS[name](endpoint)
         else:
             raise Refused("InvalidParameterValue", f"The filter '{name}' is invalid")
         if not set(have) & set(values):

@@ -177,8 +177,8 @@ class Check:
         got = rec.get("principal")
         if not got:
             return None
-        want = self.t.r.getatt(role, "Arn").rsplit("/", 1)[-1]
-        m = re.match(r"arn:aws:sts::\d+:assumed-role/([^/]+)/", got)
+        want = self.t.r.physical(role)
+        m = ASSUMED_ROLE.match(got)
         if m and m.group(1) == want:
             return None
         return f"{rec['function']}: called {rec['service']} {rec['operation']} as {got}, not as its " \
@@ -347,6 +347,7 @@ def generalize(arn: str) -> str:
 
 
 PATHS = os.path.join(HERE, "iam_paths.json")
+ASSUMED_ROLE = re.compile(r"arn:aws:sts::\d+:assumed-role/([^/]+)/")
 
 
 def load_paths(path: str = PATHS) -> dict[str, dict[str, str]]:

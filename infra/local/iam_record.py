@@ -36,8 +36,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
 APP_RE = re.compile(r"(?:^|\s)app/([A-Za-z0-9!#$%&'*+\-.^_`|~]+)")
-SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
-KEY_RE = re.compile(r"Credential=([^/]+)/")
+SCOPE_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 # Roles and profiles of instances live under this IAM path (the template's policies are
 # scoped to it). A call on one that does not exist yet has no ARN to read from AWS: the
 # recorder names it with this path, the one stackdrop creates it under.
@@ -57,16 +56,15 @@ def function_of(headers: dict[str, str]) -> str | None:
     return m.group(1) if m else "unknown"
 
 
-def access_key_of(headers: dict[str, str]) -> str | None:
+def signed_by(headers: dict[str, str]) -> tuple[str | None, str | None]:
+    """The access key and the service of a SigV4 request's credential scope."""
     auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    m = KEY_RE.search(auth)
-    return m.group(1) if m else None
+    m = SCOPE_RE.search(auth)
+    return (m.group(1), m.group(3)) if m else (None, None)
 
 
 def service_of(headers: dict[str, str]) -> str | None:
-    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    m = SCOPE_RE.search(auth)
-    return m.group(2) if m else None
+    return signed_by(headers)[1]
 
 
 def tag_context(tags: dict[str, str]) -> dict[str, Any]:
@@ -101,22 +99,23 @@ def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def xml_find_all(data: bytes, name: str) -> list[str]:
-    """Texts of every element called `name` (any namespace, any depth), each once, in order."""
+def xml_elements(data: bytes, name: str) -> list[ET.Element]:
+    """Every element called `name` (any namespace, any depth), in order; none if not XML."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError:
         return []
-    return list(dict.fromkeys(e.text or "" for e in root.iter() if local_name(e.tag) == name))
+    return [e for e in root.iter() if local_name(e.tag) == name]
+
+
+def xml_find_all(data: bytes, name: str) -> list[str]:
+    """Texts of every element called `name`, each once, in order."""
+    return list(dict.fromkeys(e.text or "" for e in xml_elements(data, name)))
 
 
 def xml_set(data: bytes, name: str) -> list[str]:
     """Texts of the ``item`` children of every element called `name` (an EC2 id set)."""
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError:
-        return []
-    return [i.text or "" for e in root.iter() if local_name(e.tag) == name for i in e]
+    return [i.text or "" for e in xml_elements(data, name) for i in e]
 
 
 def pairs(params: dict[str, str], prefix: str) -> dict[str, str]:
@@ -345,10 +344,10 @@ class Recorder:
         function = f"instance:{instance}" if instance else function_of(headers)
         if function is None:
             return None
-        call = Call(function, service_of(headers) or "?", method, path, query, headers, body)
-        if not instance:
-            key = access_key_of(headers)
-            call.principal = self.lookup.principal(key) if key and hasattr(self.lookup, "principal") else None
+        key, service = signed_by(headers)
+        call = Call(function, service or "?", method, path, query, headers, body)
+        if not instance and key:
+            call.principal = self.lookup.principal(key)
         try:
             pre = getattr(self, f"_pre_{call.service}_{call.operation}", None)
             if pre is not None:

@@ -328,9 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Whether the call came on the guests' listener (an instance's own call)."""
         return self.server is getattr(self.server.env, "_guest_router", None)
 
-    def _injected(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
-        """A fault for this AWS call, if one is due (calls from the Lambdas only: the Rust SDK;
-        and an instance's download of its bundle version)."""
+    def _injected(self, action: str | None) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """A fault for this AWS call (`action`: its EC2 action, if it is one), if one is due
+        (calls from the Lambdas only: the Rust SDK; and an instance's download of its bundle
+        version)."""
         env = self.server.env
         if self._from_guest():
             if self.command == "GET" and "versionId=" in self.path and \
@@ -339,7 +340,6 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if "aws-sdk-rust" not in self.headers.get("User-Agent", ""):
             return None
-        action = faultlib.ec2_action(self.command, self.headers, body)
         if action and env.ec2_buckets is not None and not env.ec2_buckets.admit(action):
             return faultlib.throttle_response("ec2")
         f = env.faults
@@ -385,7 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _to_moto(self, path: str, query: str, body: bytes) -> None:
         env = self.server.env
-        fault = self._injected(body)
+        action = faultlib.ec2_action(self.command, self.headers, body)  # once: the body is parsed
+        fault = self._injected(action)
         if fault is not None:
             self._reply(*fault)
             return
@@ -400,7 +401,6 @@ class _Handler(BaseHTTPRequestHandler):
             call = env.recorder.before(self.command, path, query, dict(self.headers.items()), body, instance)
         # The client's Host is kept (moto builds URLs such as SQS QueueUrl from it, and those
         # must point back here); the request is otherwise forwarded unchanged.
-        action = faultlib.ec2_action(self.command, self.headers, body)
         try:
             if action in connect_endpoints.ACTIONS:  # moto has none: answered here
                 status, headers, data = env.connect_endpoints.answer(action, body)

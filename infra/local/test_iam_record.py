@@ -57,6 +57,9 @@ class FakeLookup:
     def managed_policy(self, arn):
         return {"Version": "2012-10-17", "Statement": []}
 
+    def principal(self, access_key):
+        return self.state.get("principals", {}).get(access_key)
+
 
 def record(tmp_path, service, body=b"", method="POST", path="/", query="", status=200, data=b"",
            lookup=None, **h):

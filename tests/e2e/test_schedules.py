@@ -97,6 +97,21 @@ def test_a_schedule_group_stackdrop_did_not_create_is_never_used_or_deleted(sd, 
     assert sch.get_schedule_group(Name=group)["Name"] == group, "someone else's group was deleted"
 
 
+def test_a_group_made_before_groups_named_their_installation_is_claimed_and_used(sd, bundles):
+    """An upgrade: the stack's group as an older stackdrop made it (app and stack tags only)."""
+    app = unique("e2e-claim")
+    key = f"{app}.zip"
+    sch = sd.client("scheduler")
+    group = f"stackdrop--{app}--hello"
+    arn = sch.create_schedule_group(Name=group, Tags=[{"Key": "stackdrop:app", "Value": app},
+                                                      {"Key": "stackdrop:stack", "Value": "hello"}])["ScheduleGroupArn"]
+    upload(sd, bundles.make(app, scheduled(OFFICE_HOURS)), key)
+    done = [o for o in outputs(settle(sd, key)) if o["status"] == "succeeded"]
+    assert done and not done[0].get("warning"), done
+    assert sorted(group_schedules(sd, app)) == ["greeter--start", "greeter--stop"]
+    assert {"Key": "stackdrop:source", "Value": BUCKET} in sch.list_tags_for_resource(ResourceArn=arn)["Tags"]
+
+
 def x86_amis(sd, n: int) -> list[str]:
     images = sd.client("ec2").describe_images(Owners=["amazon"])["Images"]
     ids = sorted({i["ImageId"] for i in images if i.get("Architecture") == "x86_64"

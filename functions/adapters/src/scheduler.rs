@@ -28,24 +28,35 @@ pub enum Group {
     /// A group of that name without the stack's tags: never used, never deleted.
     Foreign(String),
     Ours(Vec<Existing>),
+    /// The stack's, made before groups named their installation: ours ([`claim`] tags it).
+    Untagged {
+        arn: String,
+        schedules: Vec<Existing>,
+    },
 }
 
-/// The stack's group and its schedules. `claim`: a group of the stack made before groups named
-/// their installation is tagged with this one's bucket now (finish does; a read-only caller not).
-pub async fn existing(
-    client: &Client,
-    group: &str,
-    owner: &Owner<'_>,
-    claim: bool,
-) -> Result<Group, Failure> {
+impl Group {
+    /// The stack's schedules, if the group is the stack's.
+    pub fn schedules(self) -> Option<Vec<Existing>> {
+        match self {
+            Group::Ours(s) | Group::Untagged { schedules: s, .. } => Some(s),
+            Group::Missing | Group::Foreign(_) => None,
+        }
+    }
+}
+
+/// The stack's group and its schedules (reads only).
+pub async fn existing(client: &Client, group: &str, owner: &Owner<'_>) -> Result<Group, Failure> {
     let arn = match client.get_schedule_group().name(group).send().await {
         Ok(out) => out.arn().unwrap_or_default().to_string(),
         Err(e) if code_of(&e) == Some(NOT_FOUND) => return Ok(Group::Missing),
         Err(e) => return Err(Failure::aws("Scheduler GetScheduleGroup", e)),
     };
-    if let Some(why) = not_ours(client, group, &arn, owner, claim).await? {
-        return Ok(Group::Foreign(why));
-    }
+    let untagged = match owner_of(client, group, &arn, owner).await? {
+        GroupOwner::Foreign(why) => return Ok(Group::Foreign(why)),
+        GroupOwner::Ours => false,
+        GroupOwner::OursUntagged => true,
+    };
     let mut names = Vec::new();
     let mut pages = client
         .list_schedules()
@@ -85,19 +96,23 @@ pub async fn existing(
             Err(e) => return Err(Failure::aws("Scheduler GetSchedule", e)),
         }
     }
-    Ok(Group::Ours(out))
+    Ok(if untagged {
+        Group::Untagged {
+            arn,
+            schedules: out,
+        }
+    } else {
+        Group::Ours(out)
+    })
 }
 
-/// Why the group is not the stack's in this installation ([`schedules::group_owner`] decides);
-/// with `claim`, a group made before groups named their installation gets its
-/// `stackdrop:source` tag now.
-async fn not_ours(
+/// Whose the group is, from its tags ([`schedules::group_owner`] decides).
+async fn owner_of(
     client: &Client,
     group: &str,
     arn: &str,
     owner: &Owner<'_>,
-    claim: bool,
-) -> Result<Option<String>, Failure> {
+) -> Result<GroupOwner, Failure> {
     let tags = client
         .list_tags_for_resource()
         .resource_arn(arn)
@@ -109,21 +124,25 @@ async fn not_ours(
         .iter()
         .map(|t| (t.key().to_string(), t.value().to_string()))
         .collect();
-    match schedules::group_owner(&tags, group, owner.app, owner.stack, owner.bucket) {
-        GroupOwner::Ours => Ok(None),
-        GroupOwner::Foreign(why) => Ok(Some(why)),
-        GroupOwner::OursUntagged if !claim => Ok(None),
-        GroupOwner::OursUntagged => {
-            client
-                .tag_resource()
-                .resource_arn(arn)
-                .tags(tag(schedules::SOURCE_TAG, owner.bucket)?)
-                .send()
-                .await
-                .map_err(|e| Failure::aws("Scheduler TagResource", e))?;
-            Ok(None)
-        }
-    }
+    Ok(schedules::group_owner(
+        &tags,
+        group,
+        owner.app,
+        owner.stack,
+        owner.bucket,
+    ))
+}
+
+/// Tags a group of the stack made before groups named their installation with this one's bucket.
+pub async fn claim(client: &Client, arn: &str, owner: &Owner<'_>) -> Result<(), Failure> {
+    client
+        .tag_resource()
+        .resource_arn(arn)
+        .tags(tag(schedules::SOURCE_TAG, owner.bucket)?)
+        .send()
+        .await
+        .map_err(|e| Failure::aws("Scheduler TagResource", e))?;
+    Ok(())
 }
 
 fn tag(k: &str, v: &str) -> Result<Tag, Failure> {
@@ -258,10 +277,10 @@ pub async fn delete_group(
     group: &str,
     owner: &Owner<'_>,
 ) -> Result<Option<String>, Failure> {
-    let schedules = match existing(client, group, owner, false).await? {
+    let schedules = match existing(client, group, owner).await? {
         Group::Missing => return Ok(None),
         Group::Foreign(why) => return Ok(Some(why)),
-        Group::Ours(s) => s,
+        ours => ours.schedules().unwrap_or_default(),
     };
     for s in &schedules {
         delete_schedule(client, group, &s.name).await?;

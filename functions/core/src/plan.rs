@@ -32,6 +32,12 @@ impl Source {
     pub fn uri(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
+
+    /// The bucket of a [`Source::uri`] (`s3://BUCKET/KEY` -> `BUCKET`).
+    pub fn bucket_of_uri(uri: &str) -> &str {
+        let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+        rest.split('/').next().unwrap_or_default()
+    }
 }
 
 /// What the plan needs to know of the account it deploys into.
@@ -521,6 +527,17 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::config::parse_config;
+
+    #[test]
+    fn a_source_uri_gives_back_its_bucket() {
+        let s = Source {
+            bucket: "bundles-1".into(),
+            key: "dir/app.zip".into(),
+            version_id: None,
+        };
+        assert_eq!(Source::bucket_of_uri(&s.uri()), "bundles-1");
+        assert_eq!(Source::bucket_of_uri(""), "");
+    }
 
     const APP: &[u8] = br#"{"name":"my-app"}"#;
 

@@ -28,10 +28,14 @@ pub async fn sync(clients: &Clients, d: &Deployment) -> Result<Option<String>, F
         stack: &d.stack,
         bucket: &d.source.bucket,
     };
-    let existing = match scheduler::existing(clients.scheduler(), &group, &owner, true).await? {
+    let existing = match scheduler::existing(clients.scheduler(), &group, &owner).await? {
         Group::Foreign(why) => return Ok(Some(why)),
         Group::Missing => None,
         Group::Ours(s) => Some(s),
+        Group::Untagged { arn, schedules } => {
+            scheduler::claim(clients.scheduler(), &arn, &owner).await?;
+            Some(schedules)
+        }
     };
     if wanted.is_empty() {
         if existing.is_some() {
