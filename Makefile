@@ -29,7 +29,12 @@ build-debug: ## build every crate (debug)
 build-lambdas:
 	$(CARGO) build --locked --workspace --all-targets
 
-test: test-rust test-asl test-template test-local-env test-e2e test-iam ## run every test (installs the tools it needs)
+# A fresh clone first compiles the workspace (CPU) while it installs the tools and builds the
+# guest root filesystem (network and disk), side by side; then the tests run one suite after the
+# other. On a warm tree the first step finds nothing to do.
+test: ## run every test (installs the tools it needs)
+	@$(MAKE) --no-print-directory -j3 tools $(GUEST_TEST_DEPS) build-lambdas
+	@$(MAKE) --no-print-directory test-rust test-asl test-template test-local-env test-e2e test-iam
 	@echo "make test: all passed"
 
 test-asl: tools ## check statemachine/*.asl.json with asl-validator (and that statemachine/build.py wrote them)

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod ec2;
 pub mod error;
 pub mod events;
+pub mod https;
 pub mod iam;
 pub mod logs;
 pub mod s3;
@@ -193,7 +194,7 @@ where
 /// The AWS configuration from the environment, every request's User-Agent naming `app`
 /// (`app/NAME`) when it is a valid app name: each Lambda its function, the CLI `stackdrop-cli`.
 pub async fn sdk_config(app: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https::client());
     if let Some(name) = app_name(app) {
         loader = loader.app_name(name);
     }

@@ -57,6 +57,7 @@ impl Moto {
     /// The SDK configuration for this server (us-east-1, test credentials).
     pub async fn conf(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(stackdrop_adapters::https::client())
             .endpoint_url(&self.url)
             .region("us-east-1")
             .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
