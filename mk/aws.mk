@@ -1,7 +1,8 @@
 # mk/aws.mk: stackdrop for a real AWS account. Included by the main Makefile.
 #
 # Targets:   build (the six Lambda packages: cargo-lambda, release, size-tuned; each zip's size),
-#            deploy (package and deploy infra/template.yaml with the AWS CLI; prints the bucket).
+#            package (upload them and the state machines to ARTIFACT_BUCKET, write the packaged
+#            template), deploy (package, then deploy it with the AWS CLI; prints the bucket).
 # Variables: ARCH (arm64, the default, or x86_64; build falls back to x86_64 where arm64 does not
 #            build), STACK_NAME (stackdrop), REGION (AWS_REGION, else us-east-1), ARTIFACT_BUCKET
 #            (an S3 bucket of yours in REGION that `cloudformation package` uploads the zips to;
@@ -13,12 +14,15 @@ STACK_NAME      ?= stackdrop
 REGION          ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),us-east-1)
 ARTIFACT_BUCKET ?=
 PARAMETERS      ?=
-LAMBDA_DIR      := target/lambda
+# Where cargo-lambda puts the zips: the template's CodeUri (../target/lambda/BIN/bootstrap.zip).
+LAMBDA_DIR      ?= target/lambda
+TEMPLATE        ?= infra/template.yaml
+PACKAGED        ?= $(LAMBDA_DIR)/packaged.yaml
 # The architecture make build built (what deploy passes as the template's Architecture).
-BUILT_ARCH      := $(LAMBDA_DIR)/ARCH
+BUILT_ARCH      = $(LAMBDA_DIR)/ARCH
 LAMBDA_BINS     := $(patsubst -p,,$(LAMBDA_PKGS))
 
-.PHONY: build deploy
+.PHONY: build package deploy
 
 build: $(VENV_STAMP) ## the Lambda packages for AWS: cargo-lambda, release (ARCH=arm64|x86_64), each zip's size
 	@set -e; arch="$(ARCH)"; \
@@ -36,15 +40,17 @@ build: $(VENV_STAMP) ## the Lambda packages for AWS: cargo-lambda, release (ARCH
 	echo "make build: $$arch packages (infra/template.yaml's CodeUri):"; \
 	for bin in $(LAMBDA_BINS); do \
 	  zip="$(LAMBDA_DIR)/$$bin/bootstrap.zip"; \
-	  printf '  %-40s %9d bytes (%.1f MB)\n' "$$zip" "$$(stat -c %s "$$zip")" "$$(stat -c %s "$$zip" | awk '{print $$1 / 1e6}')"; \
+	  printf '  %-48s %9d bytes (%.1f MB)\n' "$$zip" "$$(stat -c %s "$$zip")" "$$(stat -c %s "$$zip" | awk '{print $$1 / 1e6}')"; \
 	done
 
-deploy: $(VENV_STAMP) ## package and deploy infra/template.yaml (ARTIFACT_BUCKET=..., STACK_NAME, REGION, PARAMETERS); prints the bucket
-	@[ -n "$(ARTIFACT_BUCKET)" ] || { echo "make deploy: set ARTIFACT_BUCKET to an S3 bucket of yours in $(REGION) (cloudformation package uploads the zips there)" >&2; exit 2; }
-	@[ -f "$(BUILT_ARCH)" ] || { echo "make deploy: no packages in $(LAMBDA_DIR): run make build first" >&2; exit 2; }
-	"$(AWS)" cloudformation package --region "$(REGION)" --template-file infra/template.yaml \
-	  --s3-bucket "$(ARTIFACT_BUCKET)" --output-template-file "$(LAMBDA_DIR)/packaged.yaml"
-	"$(AWS)" cloudformation deploy --region "$(REGION)" --template-file "$(LAMBDA_DIR)/packaged.yaml" \
+package: $(VENV_STAMP) ## upload the packages and state machines to ARTIFACT_BUCKET; writes target/lambda/packaged.yaml
+	@[ -n "$(ARTIFACT_BUCKET)" ] || { echo "make $@: set ARTIFACT_BUCKET to an S3 bucket of yours in $(REGION) (cloudformation package uploads the zips there)" >&2; exit 2; }
+	@[ -f "$(BUILT_ARCH)" ] || { echo "make $@: no packages in $(LAMBDA_DIR): run make build first" >&2; exit 2; }
+	"$(AWS)" cloudformation package --region "$(REGION)" --template-file "$(TEMPLATE)" \
+	  --s3-bucket "$(ARTIFACT_BUCKET)" --output-template-file "$(PACKAGED)"
+
+deploy: package ## package, then deploy it (ARTIFACT_BUCKET=..., STACK_NAME, REGION, PARAMETERS); prints the bucket
+	"$(AWS)" cloudformation deploy --region "$(REGION)" --template-file "$(PACKAGED)" \
 	  --stack-name "$(STACK_NAME)" --capabilities CAPABILITY_IAM \
 	  --parameter-overrides Architecture=$$(cat "$(BUILT_ARCH)") $(PARAMETERS)
 	@echo "make deploy: upload bundles to s3://$$("$(AWS)" cloudformation describe-stacks --region "$(REGION)" \
