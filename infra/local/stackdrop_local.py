@@ -968,10 +968,11 @@ class LocalEnv:
 class LocalEnvProcess:
     """stackdrop_local.py run as a child process; ``start()`` waits until it is ready."""
 
-    def __init__(self, args: list[str], port: int, log_path: str) -> None:
+    def __init__(self, args: list[str], port: int, log_path: str, guests: bool = False) -> None:
         self.args = args
         self.port = port
         self.log_path = log_path
+        self.guests = guests
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -1005,17 +1006,30 @@ class LocalEnvProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, then wait for the environment to stop by itself: with guests, as long as
+        powering them off and removing their network and mounts may take (killed halfway, it
+        would leave them on the host until the slot's next start); killed after that."""
         if self.proc is None:
             return None
+        if timeout is None:
+            timeout = self.stop_seconds()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                print(f"stackdrop_local.py did not stop within {timeout:.0f}s: killed; what it "
+                      f"leaves is removed at the next start (see {self.log_path})", file=sys.stderr)
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def stop_seconds(self) -> float:
+        if not self.guests:
+            return 20.0
+        from guests.manager import CLOSE_SECONDS
+        return CLOSE_SECONDS + 20.0  # and moto, the router, the bridge
 
     def __enter__(self) -> "LocalEnvProcess":
         return self.start() if self.proc is None else self
@@ -1035,7 +1049,7 @@ def spawn(lambda_url: str = "http://127.0.0.1:9000", port: int | None = None,
     args = ["--port", str(port), "--moto-port", str(moto_port), "--lambda-url", lambda_url,
             "--moto-log", log_path + ".moto", *(["--guests"] if guests else []),
             *(extra_args or [])]
-    return LocalEnvProcess(args, port, log_path).start(timeout)
+    return LocalEnvProcess(args, port, log_path, guests).start(timeout)
 
 
 # --------------------------------------------------------------------------------------------

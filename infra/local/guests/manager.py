@@ -44,6 +44,10 @@ EC2_ACTIONS = {"RunInstances": "run", "StartInstances": "start", "StopInstances"
                "RebootInstances": "reboot", "TerminateInstances": "terminate"}
 IMAGE_WITHOUT_TAG = "stackdrop-local:without"  # on an AMI: paths its guests do not have
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# close() is done within about this: every guest powers off at once (nspawn.Guest.stop: a
+# clean poweroff for up to 20 s, then its processes are killed), then network, mounts, cgroups.
+# Whoever stops an environment from outside waits at least this long before killing it.
+CLOSE_SECONDS = 60
 HOW_TO_RUN_WITHOUT = ("run the local environment without --guests (guests=False; `dev.py "
                       "--no-guests`, which make dev/demo/test-e2e pass where guests cannot run): "
                       "instances then exist in moto only and run no user data")
@@ -224,8 +228,9 @@ class GuestManager:
         threads = [threading.Thread(target=self._remove_guest, args=(r,)) for r in records]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + CLOSE_SECONDS - 10  # the rest for network and mounts
         for t in threads:
-            t.join(timeout=60)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._imds is not None:
             self._imds.shutdown()
             self._imds.server_close()

@@ -49,16 +49,57 @@ def test_stop_removes_everything():
     assert watch.samples > 5 and watch.seen == []
 
 
+def slot_of(proc: sl.LocalEnvProcess) -> tuple[network.Slot, str]:
+    """The slot and run folder an environment running as a child process holds."""
+    state_files = [f for f in os.listdir(network.LOCK_DIR) if f.endswith(".json")]
+    states = [json.load(open(os.path.join(network.LOCK_DIR, f))) for f in state_files]
+    run_dir = next(s for s in states if s["pid"] == proc.proc.pid)["run_dir"]
+    return network.Slot(int(os.path.basename(run_dir).removeprefix("slot"))), run_dir
+
+
+# An app that takes its time to stop (ExecStop sleeps a minute): the guest's poweroff outlasts
+# the manager's bound for it, so the guest is killed.
+SLOW_TO_STOP = """#!/bin/bash
+set -e
+cat > /etc/systemd/system/slow-stop.service <<'UNIT'
+[Service]
+ExecStart=/bin/sleep infinity
+ExecStartPost=/bin/touch /var/lib/slow-stop-up
+ExecStop=/bin/sleep 60
+TimeoutStopSec=90
+UNIT
+systemctl daemon-reload
+systemctl start --no-block slow-stop.service
+"""
+
+
+def test_an_environment_stopped_while_a_guest_is_slow_to_power_off_leaves_nothing(tmp_path):
+    """As `make test` stops the end-to-end environment (a child process, SIGTERM): it waits
+    for the environment to power its guests off and remove their network and mounts, however
+    long a guest takes within the manager's bounds, instead of killing it halfway (which left
+    the bridge, the IMDS namespace and every guest's overlay mount on the host)."""
+    require_rootfs()
+    proc = sl.spawn(lambda_url="http://127.0.0.1:9", guests=True,
+                    log_path=str(tmp_path / "env.log"))
+    try:
+        slot, run_dir = slot_of(proc)
+        iid = client(proc.endpoint, "ec2").run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, UserData=SLOW_TO_STOP,
+            MetadataOptions={"HttpTokens": "required"})["Instances"][0]["InstanceId"]
+        wait_for(lambda: os.path.exists(os.path.join(run_dir, iid, "merged/var/lib/slow-stop-up")),
+                 90, "the slow-to-stop app up")
+    finally:
+        code = proc.stop()
+    assert code == 0, f"stopped with {code}:\n{proc.output()[-3000:]}"
+    assert leftovers(slot, run_dir) == []
+
+
 def test_a_crashed_run_is_cleaned_at_the_next_start(tmp_path):
     require_rootfs()
     proc = sl.spawn(lambda_url="http://127.0.0.1:9", guests=True,
                     log_path=str(tmp_path / "crashed.log"))
     try:
-        state_files = [f for f in os.listdir(network.LOCK_DIR) if f.endswith(".json")]
-        states = [json.load(open(os.path.join(network.LOCK_DIR, f))) for f in state_files]
-        mine = next(s for s in states if s["pid"] == proc.proc.pid)
-        run_dir = mine["run_dir"]
-        slot = network.Slot(int(os.path.basename(run_dir).removeprefix("slot")))
+        slot, run_dir = slot_of(proc)
         iid = run_one(proc.endpoint)
         wait_for(lambda: nspawn_processes(run_dir), 30, "the guest to boot")
     finally:
