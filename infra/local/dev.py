@@ -196,6 +196,16 @@ class Stackdrop:
                                          type=m["type"])
             self.log(f"state machine {m['name']} from infra/template.yaml")
 
+    def set_parameters(self, **parameters: str) -> None:
+        """What an update of the stackdrop stack's parameters (`VpcId`, `SubnetIds`, ...) does
+        to the functions: their environment is made again from infra/template.yaml with these
+        (the others at their defaults), and invocations from then on run in new sandboxes (one
+        in flight finishes in its old one, as in Lambda)."""
+        self.template = template.Template(
+            parameters={"DeployDeadlineSeconds": self.deadline_seconds, **parameters})
+        self._functions()
+        self.log(f"parameters: {parameters or 'the defaults'}")
+
     def _functions(self) -> None:
         """Each function of the template behind the runtime: its binary, environment, timeout
         and memory, and its role's credentials (moto's STS)."""

@@ -208,6 +208,8 @@ class Runtime(ThreadingHTTPServer):
         return self
 
     def add(self, fn: Function) -> None:
+        """The function's configuration from now on: a function added again (a new environment)
+        gets a new pool, and its old sandboxes get no more invocations (they end with stop())."""
         if not os.access(fn.binary, os.X_OK):
             raise FileNotFoundError(f"{fn.name}: no executable at {fn.binary} (cargo build --workspace --all-targets)")
         with self._lock:
