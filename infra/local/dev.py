@@ -75,7 +75,7 @@ class Stackdrop:
         self.record_calls = record_calls  # the Lambdas' AWS calls as IAM sees them (iam_record.py)
         self.runtime: lambdas.Runtime | None = None
         # The deploy template, resolved with the local names and this environment's deadline.
-        self.template = template.Template(parameters={"DeployDeadlineSeconds": deadline_seconds})
+        self.template = self._resolved()
         self.env: stackdrop_local.LocalEnvProcess | None = None
         self.boundary_arn = template.LOCAL_NAMES["InstanceBoundary"]
         # execution ARN -> (key, version) of its input, which never changes: a long run lists
@@ -196,13 +196,18 @@ class Stackdrop:
                                          type=m["type"])
             self.log(f"state machine {m['name']} from infra/template.yaml")
 
+    def _resolved(self, **parameters: str) -> template.Template:
+        """infra/template.yaml with these parameters, this environment's deadline and the
+        others' defaults."""
+        return template.Template(parameters={"DeployDeadlineSeconds": self.deadline_seconds,
+                                             **parameters})
+
     def set_parameters(self, **parameters: str) -> None:
         """What an update of the stackdrop stack's parameters (`VpcId`, `SubnetIds`, ...) does
         to the functions: their environment is made again from infra/template.yaml with these
         (the others at their defaults), and invocations from then on run in new sandboxes (one
         in flight finishes in its old one, as in Lambda)."""
-        self.template = template.Template(
-            parameters={"DeployDeadlineSeconds": self.deadline_seconds, **parameters})
+        self.template = self._resolved(**parameters)
         self._functions()
         self.log(f"parameters: {parameters or 'the defaults'}")
 
